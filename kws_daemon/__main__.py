@@ -1,0 +1,3 @@
+from kws_daemon.cli import main
+
+raise SystemExit(main())

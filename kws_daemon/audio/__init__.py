@@ -1,0 +1,1 @@
+"""Audio in: sources, the capture ring buffer, resampling and the voice-activity gate."""

@@ -1,0 +1,256 @@
+"""Where audio comes from: a microphone (PortAudio), a WAV/FLAC file, or raw s16le PCM on stdin.
+
+Each source runs at the edge on its own thread (or PortAudio's callback thread) and writes mono
+int16 blocks into a RingBuffer at its native rate; resampling happens downstream in the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from kws_daemon.audio.ringbuffer import RingBuffer
+from kws_daemon.errors import KwsError
+
+log = logging.getLogger("kws_daemon.audio")
+MODEL_RATE = 16000
+
+
+def _open_sound_file(path: str | Path) -> Any:
+    import soundfile as sf
+
+    p = Path(path)
+    if p.is_dir():
+        raise KwsError(f"{p}: is a directory, not an audio file")
+    if not p.exists():
+        raise KwsError(f"{p}: no such file")
+    try:
+        f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        reason = str(e).split(":")[-1].strip() or "unknown error"
+        raise KwsError(f"{p}: not a readable audio file ({reason})") from None
+    if f.frames == 0:
+        f.close()
+        raise KwsError(f"{p}: contains no audio")
+    return f
+
+
+def _to_mono_int16(data: np.ndarray) -> np.ndarray:
+    """Averages channels (int32 sum, so no overflow) into int16 mono."""
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0])
+    return (data.astype(np.int32).sum(axis=1) // data.shape[1]).astype(np.int16)
+
+
+def file_blocks(path: str | Path, block_ms: int, loop: bool = False) -> tuple[int, Iterator[np.ndarray]]:
+    """The file's sample rate, and its audio as mono int16 blocks of block_ms (streamed, not loaded whole)."""
+    import soundfile as sf
+
+    f = _open_sound_file(path)
+    rate = int(f.samplerate)
+    size = rate * block_ms // 1000
+
+    def blocks() -> Iterator[np.ndarray]:
+        with f:
+            while True:
+                try:
+                    for data in f.blocks(blocksize=size, dtype="int16", always_2d=True):
+                        yield _to_mono_int16(data)
+                except (sf.LibsndfileError, RuntimeError) as e:
+                    raise KwsError(f"{path}: audio data is corrupt or truncated ({e})") from None
+                if not loop:
+                    return
+                f.seek(0)
+
+    return rate, blocks()
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """A whole (short) file as mono int16 and its sample rate."""
+    rate, blocks = file_blocks(path, 1000)
+    return np.concatenate(list(blocks)), rate
+
+
+class _ThreadSource:
+    """A source that pushes blocks from a generator into the ring on its own thread."""
+
+    sample_rate: int
+    block_size: int
+    live = False  # a live source drops oldest audio on overflow; others wait
+
+    def __init__(self, realtime: bool) -> None:
+        self._realtime = realtime
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.error: KwsError | None = None
+
+    def _blocks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def start(self, ring: RingBuffer) -> None:
+        self._thread = threading.Thread(target=self._pump, args=(ring,), name="source", daemon=True)
+        self._thread.start()
+
+    def _pump(self, ring: RingBuffer) -> None:
+        start = time.monotonic()
+        written = 0
+        try:
+            for samples in self._blocks():
+                written += len(samples)
+                if self._realtime:
+                    delay = start + written / self.sample_rate - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                if self._stop.is_set() or not ring.write(samples, time.monotonic(), time.time(), block=True):
+                    break
+        except KwsError as e:
+            self.error = e
+        finally:
+            ring.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+
+class FileSource(_ThreadSource):
+    def __init__(self, path: str, block_ms: int, realtime: bool = False, loop: bool = False) -> None:
+        super().__init__(realtime)
+        self.name = path
+        self.sample_rate, self._iter = file_blocks(path, block_ms, loop)
+        self.block_size = self.sample_rate * block_ms // 1000
+
+    def _blocks(self) -> Iterator[np.ndarray]:
+        return self._iter
+
+
+class StdinSource(_ThreadSource):
+    """Raw signed 16-bit little-endian mono PCM at 16 kHz, e.g. from `arecord -f S16_LE -r 16000`."""
+
+    name = "stdin"
+
+    def __init__(self, block_ms: int, realtime: bool = False, stream: BinaryIO | None = None) -> None:
+        super().__init__(realtime)
+        self.sample_rate = MODEL_RATE
+        self.block_size = MODEL_RATE * block_ms // 1000
+        self._stream = stream if stream is not None else sys.stdin.buffer
+
+    def _blocks(self) -> Iterator[np.ndarray]:
+        carry = b""
+        while not self._stop.is_set():
+            chunk = self._stream.read(self.block_size * 2 - len(carry))
+            if not chunk:
+                return
+            data = carry + chunk
+            usable = len(data) - len(data) % 2
+            carry = data[usable:]
+            if usable:
+                yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except OSError as e:  # the PortAudio shared library is missing
+        raise KwsError(f"PortAudio is not available ({e}); install libportaudio2") from None
+    return sounddevice
+
+
+class MicSource:
+    """A PortAudio input stream whose callback only copies into the ring and stamps the time."""
+
+    live = True
+
+    def __init__(self, device: str | int | None, sample_rate: int | None, block_ms: int) -> None:
+        sd = _sounddevice()
+
+        self.name = f"mic:{device if device is not None else 'default'}"
+        self.error: KwsError | None = None
+        self.overflows = 0
+        try:
+            info = sd.query_devices(device, "input")
+        except (ValueError, sd.PortAudioError) as e:
+            raise KwsError(f"audio.device: {e} (see `kws-daemon devices`)") from None
+        self.device = device if device is not None else info["index"]
+        self.sample_rate = sample_rate or self._pick_rate(sd, info)
+        self.block_size = self.sample_rate * block_ms // 1000
+        self._stream: Any = None
+        self._ring: RingBuffer | None = None
+
+    def _pick_rate(self, sd: Any, info: dict[str, Any]) -> int:
+        try:
+            sd.check_input_settings(self.device, samplerate=MODEL_RATE, channels=1, dtype="int16")
+            return MODEL_RATE
+        except (ValueError, sd.PortAudioError):
+            rate = int(info["default_samplerate"])
+            log.info("device %s cannot capture at 16 kHz; capturing at %d Hz and resampling", self.name, rate)
+            return rate
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        assert self._ring is not None
+        self._ring.write(indata[:, 0], time.monotonic(), time.time())
+
+    def start(self, ring: RingBuffer) -> None:
+        sd = _sounddevice()
+        self._ring = ring
+        try:
+            self._stream = sd.InputStream(
+                device=self.device,
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self.block_size,
+                callback=self._callback,
+            )
+            self._stream.start()
+        except (ValueError, sd.PortAudioError) as e:
+            raise KwsError(f"audio device {self.name}: cannot open for capture ({e})") from None
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.close(ignore_errors=True)
+            self._stream = None
+        if self._ring is not None:
+            self._ring.close()
+
+
+Source = FileSource | StdinSource | MicSource
+
+
+def open_source(audio: Any) -> Source:
+    """The source the config's audio section names: input file, stdin ('-'), or a device."""
+    if audio.input == "-":
+        return StdinSource(audio.block_ms, audio.realtime)
+    if audio.input:
+        return FileSource(audio.input, audio.block_ms, audio.realtime, audio.loop)
+    return MicSource(audio.device, audio.sample_rate, audio.block_ms)
+
+
+def list_devices() -> list[dict[str, Any]]:
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+    except sd.PortAudioError as e:
+        raise KwsError(f"cannot list audio devices ({e})") from None
+    default_in = sd.default.device[0]
+    return [
+        {
+            "index": d["index"],
+            "name": d["name"],
+            "channels": d["max_input_channels"],
+            "default_samplerate": int(d["default_samplerate"]),
+            "default": d["index"] == default_in,
+        }
+        for d in devices
+        if d["max_input_channels"] > 0
+    ]

@@ -1,0 +1,163 @@
+"""`kws-daemon` command line. Every user-facing failure is one line on stderr and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from kws_daemon import __version__
+from kws_daemon.audio.block import AudioBlock
+from kws_daemon.audio.sources import file_blocks, list_devices
+from kws_daemon.config import Config, load
+from kws_daemon.errors import KwsError
+from kws_daemon.hooks import HookDispatcher
+from kws_daemon.pipeline import Pipeline
+from kws_daemon.service import Daemon, load_model
+
+log = logging.getLogger("kws_daemon")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load(args.config) if args.config else Config()
+    if getattr(args, "model", None):
+        config = replace(config, model=Path(args.model))
+    if getattr(args, "threshold", None) is not None:
+        config = replace(config, detector=replace(config.detector, threshold=args.threshold))
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.input:
+        config = config.with_audio(input=args.input)
+    if args.device is not None:
+        device: str | int = int(args.device) if args.device.isdigit() else args.device
+        config = config.with_audio(device=device, input=None)
+    return Daemon(config, record=args.record).run()
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Replays files through the daemon's own pipeline and hooks, one fresh pipeline per file."""
+    config = _config(args)
+    model = load_model(config)
+    stats_pipeline: Pipeline | None = None
+    dispatcher: HookDispatcher | None = None
+    failed = detections = 0
+    try:
+        for path in args.files:
+            try:
+                rate, blocks = file_blocks(path, config.audio.block_ms)
+                pipeline = Pipeline(config, model, source=path)
+                if dispatcher is None:
+                    stats_pipeline = pipeline
+                    dispatcher = HookDispatcher(config, pipeline.stats)
+                events = []
+                for samples in blocks:
+                    events += pipeline.process(AudioBlock(samples, rate, time.monotonic(), time.time()))
+                events += pipeline.flush()
+            except KwsError as e:
+                print(f"kws-daemon: error: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            for event in events:
+                detections += 1
+                if args.json:
+                    record = {"file": path, **event.to_dict()}
+                    print(json.dumps(record), flush=True)
+                else:
+                    print(f"{path}\t{event.time_s:.2f}s\t{event.keyword}\t{event.score:.3f}", flush=True)
+                dispatcher(event)
+    finally:
+        if dispatcher is not None:
+            dispatcher.close()
+    summary = f"{detections} detections in {len(args.files) - failed} files"
+    if failed:
+        summary += f"; {failed} unreadable"
+    log.info("%s", summary)
+    if stats_pipeline is not None:
+        log.debug("%s", stats_pipeline.stats.summary())
+    return 1 if failed else 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    devices = list_devices()
+    if args.json:
+        print(json.dumps(devices, indent=2))
+        return 0
+    if not devices:
+        print("no input devices found")
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {d['index']:>3}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']} Hz)")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load(args.file)
+    model = load_model(config)
+    keywords = [k.name for k in config.keywords] if config.keywords else list(model.info.keyword_labels)
+    hooks = len(config.hooks) + sum(len(k.hooks) for k in config.keywords or ())
+    print(f"{args.file}: OK (model {config.model}, {len(keywords)} keywords, {hooks} hooks)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kws-daemon", description="Always-on keyword spotting for Linux.")
+    parser.add_argument("--version", action="version", version=f"kws-daemon {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="listen and fire hooks until SIGINT/SIGTERM (or the end of --input)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--device", help="input device name or index (overrides audio.device)")
+    p.add_argument("--input", help="WAV/FLAC file, or - for raw s16le 16 kHz mono on stdin")
+    p.add_argument("--record", metavar="WAV", help="also write the captured audio here (replay it with detect)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("detect", help="replay audio files through the pipeline and print detections")
+    p.add_argument("--config", help="YAML config file (hooks in it fire too)")
+    p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--threshold", type=float, help="detector threshold (overrides the config)")
+    p.add_argument("--json", action="store_true", help="one JSON object per detection")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("devices", help="list audio input devices")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("check-config", help="validate a config file (and its model) without starting")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="kws-daemon: %(levelname)s: %(message)s"
+    )
+    np.seterr(all="ignore")
+    try:
+        return int(args.func(args))
+    except KwsError as e:
+        print(f"kws-daemon: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if os.environ.get("KWS_DEBUG"):
+            raise
+        print(
+            f"kws-daemon: internal error: {type(e).__name__}: {e} (set KWS_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 70

@@ -1,0 +1,331 @@
+"""YAML config -> typed, validated dataclasses. Every error names the key and what is allowed."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlparse
+
+import yaml
+
+from kws_daemon.errors import ConfigError
+from kws_daemon.model import ModelInfo, default_model_dir
+
+T = TypeVar("T")
+HookKind = Literal["command", "webhook", "jsonl"]
+HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """command: argv list (run directly) or string (run with sh -c); webhook: URL; jsonl: path or '-'."""
+
+    kind: HookKind
+    target: str | tuple[str, ...]
+    timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        target = " ".join(self.target) if isinstance(self.target, tuple) else self.target
+        return f"{self.kind} {target}"
+
+
+@dataclass(frozen=True)
+class KeywordConfig:
+    name: str
+    threshold: float | None = None  # None: detector.threshold
+    hooks: tuple[HookConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    device: str | int | None = None  # None: the system's default input
+    input: str | None = None  # a WAV/FLAC path, or "-" for raw s16le 16 kHz mono on stdin
+    realtime: bool = False
+    loop: bool = False
+    sample_rate: int | None = None  # capture rate; None: 16000 when the device can, else its default
+    block_ms: int = 30
+    buffer_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    enabled: bool = True
+    aggressiveness: int = 2
+    frame_ms: int = 30
+    hangover_ms: int = 500
+    pre_roll_ms: int = 300
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    window_ms: int = 1000
+    hop_ms: int = 100
+    smoothing: int = 3  # windows averaged
+    threshold: float = 0.5
+    refractory_ms: int = 1000
+    threads: int = 1  # onnxruntime intra-op threads
+
+
+@dataclass(frozen=True)
+class Config:
+    model: Path = field(default_factory=default_model_dir)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    keywords: tuple[KeywordConfig, ...] | None = None  # None: every non-background label
+    hooks: tuple[HookConfig, ...] = ()
+    stats_interval_s: float = 0.0  # 0: summary only on exit
+    source: Path | None = None  # the file this config came from
+
+    def with_audio(self, **changes: Any) -> Config:
+        return replace(self, audio=replace(self.audio, **changes))
+
+    def check_against(self, info: ModelInfo) -> None:
+        """Errors for keywords that the model cannot produce."""
+        for i, kw in enumerate(self.keywords or ()):
+            if kw.name not in info.labels:
+                close = difflib.get_close_matches(kw.name, info.labels, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ConfigError(
+                    f"keywords[{i}].name: '{kw.name}' is not a label of the model in {info.path}; "
+                    f"{hint}labels: {', '.join(info.keyword_labels)}"
+                )
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 reads yes/no/on/off (keywords!) as booleans."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+class _Section:
+    """Reads one mapping, refusing unknown keys with a did-you-mean."""
+
+    def __init__(self, data: Any, where: str, allowed: Iterable[str]) -> None:
+        self.where = where
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where or 'config'}: must be a mapping of keys to values")
+        allowed = list(allowed)
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
+                raise ConfigError(f"{self.key(str(key))}: unknown key{hint}")
+        self.data = data
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, default: T, convert: Callable[[str, Any], T]) -> T:
+        if name not in self.data or self.data[name] is None:
+            return default
+        return convert(self.key(name), self.data[name])
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: must be true or false (got {value!r})")
+
+
+def _int(lo: int, hi: int, choices: tuple[int, ...] = ()) -> Callable[[str, Any], int]:
+    def convert(key: str, value: Any) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+        if choices and value not in choices:
+            ok = False
+        if not ok:
+            allowed = " or ".join(map(str, choices)) if choices else f"an integer from {lo} to {hi}"
+            raise ConfigError(f"{key}: must be {allowed} (got {value!r})")
+        return int(value)
+
+    return convert
+
+
+def _float(lo: float, hi: float) -> Callable[[str, Any], float]:
+    def convert(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ConfigError(f"{key}: must be a number from {lo:g} to {hi:g} (got {value!r})")
+        return float(value)
+
+    return convert
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a non-empty string (got {value!r})")
+    return value
+
+
+def _device(key: str, value: Any) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{key}: must be a device name or index (got {value!r}); see `kws-daemon devices`")
+    return value
+
+
+def _hook(where: str, data: Any) -> HookConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a hook is a mapping such as {{command: ...}}, {{webhook: URL}} or {{jsonl: PATH}}")
+    kinds = [k for k in HOOK_KINDS if k in data]
+    if len(kinds) != 1:
+        unknown = [str(k) for k in data if k not in (*HOOK_KINDS, "timeout_s")]
+        if not kinds and unknown:
+            raise ConfigError(f"{where}: unknown hook type '{unknown[0]}'; use one of {', '.join(HOOK_KINDS)}")
+        raise ConfigError(f"{where}: give exactly one of {', '.join(HOOK_KINDS)} (got {len(kinds)})")
+    kind = kinds[0]
+    section = _Section(data, where, (kind, "timeout_s"))
+    timeout = section.get("timeout_s", 10.0, _float(0.1, 3600))
+    value = data[kind]
+    key = section.key(kind)
+    target: str | tuple[str, ...]
+    if kind == "command":
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            target = tuple(value)
+        elif isinstance(value, str) and value.strip():
+            target = value
+        else:
+            raise ConfigError(f"{key}: must be a shell string or a non-empty list of strings (argv)")
+    elif kind == "webhook":
+        url = _str(key, value)
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"{key}: must be an http:// or https:// URL (got {url!r})")
+        target = url
+    else:
+        target = _str(key, value)
+    return HookConfig(kind=kind, target=target, timeout_s=timeout)
+
+
+def _hooks(key: str, value: Any) -> tuple[HookConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of hooks")
+    return tuple(_hook(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+def _keywords(key: str, value: Any) -> tuple[KeywordConfig, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}: must be a non-empty list of keyword names or {{name, threshold, hooks}}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(item, (str, int)) and not isinstance(item, bool):
+            out.append(KeywordConfig(name=str(item)))
+            continue
+        section = _Section(item, where, ("name", "threshold", "hooks"))
+        name = section.get("name", None, lambda k, v: _str(k, str(v) if isinstance(v, int) else v))
+        if name is None:
+            raise ConfigError(f"{where}.name: is required")
+        out.append(
+            KeywordConfig(
+                name=name,
+                threshold=section.get("threshold", None, _float(0.0, 1.0)),
+                hooks=section.get("hooks", (), _hooks),
+            )
+        )
+    names = [k.name for k in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{key}: '{dupes[0]}' is listed more than once")
+    return tuple(out)
+
+
+def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
+    path = Path(os.path.expanduser(_str(key, value)))
+    if path.is_absolute():
+        return path
+    candidates = [base / path] if base else []
+    candidates.append(Path.cwd() / path)
+    return next((c for c in candidates if c.exists()), candidates[-1])
+
+
+def parse(data: Any, source: Path | None = None) -> Config:
+    """Builds a Config from already-parsed YAML data."""
+    top = _Section(
+        data, "", ("model", "audio", "vad", "detector", "keywords", "hooks", "stats_interval_s")
+    )
+    base = source.parent if source else None
+    audio = _Section(
+        top.data.get("audio"),
+        "audio",
+        ("device", "input", "realtime", "loop", "sample_rate", "block_ms", "buffer_s"),
+    )
+    vad = _Section(
+        top.data.get("vad"), "vad", ("enabled", "aggressiveness", "frame_ms", "hangover_ms", "pre_roll_ms")
+    )
+    det = _Section(
+        top.data.get("detector"),
+        "detector",
+        ("window_ms", "hop_ms", "smoothing", "threshold", "refractory_ms", "threads"),
+    )
+    detector = DetectorConfig(
+        window_ms=det.get("window_ms", 1000, _int(100, 10000)),
+        hop_ms=det.get("hop_ms", 100, _int(10, 2000)),
+        smoothing=det.get("smoothing", 3, _int(1, 50)),
+        threshold=det.get("threshold", 0.5, _float(0.0, 1.0)),
+        refractory_ms=det.get("refractory_ms", 1000, _int(0, 60000)),
+        threads=det.get("threads", 1, _int(1, 64)),
+    )
+    if detector.window_ms % 10 or detector.hop_ms % 10:
+        raise ConfigError("detector.window_ms and detector.hop_ms: must be multiples of 10 (the frame shift)")
+    return Config(
+        model=top.get("model", default_model_dir(), lambda k, v: _resolve_model(k, v, base)),
+        audio=AudioConfig(
+            device=audio.get("device", None, _device),
+            input=audio.get("input", None, _str),
+            realtime=audio.get("realtime", False, _bool),
+            loop=audio.get("loop", False, _bool),
+            sample_rate=audio.get("sample_rate", None, _int(8000, 192000)),
+            block_ms=audio.get("block_ms", 30, _int(10, 200, (10, 20, 30, 40, 50, 60, 80, 100, 200))),
+            buffer_s=audio.get("buffer_s", 10.0, _float(1.0, 600.0)),
+        ),
+        vad=VadConfig(
+            enabled=vad.get("enabled", True, _bool),
+            aggressiveness=vad.get("aggressiveness", 2, _int(0, 3)),
+            frame_ms=vad.get("frame_ms", 30, _int(10, 30, (10, 20, 30))),
+            hangover_ms=vad.get("hangover_ms", 500, _int(0, 10000)),
+            pre_roll_ms=vad.get("pre_roll_ms", 300, _int(0, 5000)),
+        ),
+        detector=detector,
+        keywords=top.get("keywords", None, _keywords),
+        hooks=top.get("hooks", (), _hooks),
+        stats_interval_s=top.get("stats_interval_s", 0.0, _float(0.0, 86400.0)),
+        source=source,
+    )
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot be read ({e})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: YAML syntax error at {where}{problem}") from None
+    try:
+        return parse(data, source=p.resolve())
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None

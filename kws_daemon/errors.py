@@ -1,0 +1,11 @@
+"""The one exception type whose message is shown to the user as a one-line error."""
+
+
+class KwsError(Exception):
+    """A problem the user can fix (bad config, unreadable file, missing device); no traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(KwsError):
+    exit_code = 2
