@@ -180,12 +180,16 @@ def _device(key: str, value: Any) -> str | int:
 
 def _hook(where: str, data: Any) -> HookConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a hook is a mapping such as {{command: ...}}, {{webhook: URL}} or {{jsonl: PATH}}")
+        raise ConfigError(
+            f"{where}: a hook is a mapping such as {{command: ...}}, {{webhook: URL}} or {{jsonl: PATH}}"
+        )
     kinds = [k for k in HOOK_KINDS if k in data]
     if len(kinds) != 1:
         unknown = [str(k) for k in data if k not in (*HOOK_KINDS, "timeout_s")]
         if not kinds and unknown:
-            raise ConfigError(f"{where}: unknown hook type '{unknown[0]}'; use one of {', '.join(HOOK_KINDS)}")
+            raise ConfigError(
+                f"{where}: unknown hook type '{unknown[0]}'; use one of {', '.join(HOOK_KINDS)}"
+            )
         raise ConfigError(f"{where}: give exactly one of {', '.join(HOOK_KINDS)} (got {len(kinds)})")
     kind = kinds[0]
     section = _Section(data, where, (kind, "timeout_s"))
@@ -255,9 +259,7 @@ def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
 
 def parse(data: Any, source: Path | None = None) -> Config:
     """Builds a Config from already-parsed YAML data."""
-    top = _Section(
-        data, "", ("model", "audio", "vad", "detector", "keywords", "hooks", "stats_interval_s")
-    )
+    top = _Section(data, "", ("model", "audio", "vad", "detector", "keywords", "hooks", "stats_interval_s"))
     base = source.parent if source else None
     audio = _Section(
         top.data.get("audio"),

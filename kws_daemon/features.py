@@ -21,15 +21,15 @@ MEL_FLOOR = 1.192092955078125e-07  # float32 epsilon, Kaldi's log floor
 LOW_FREQ = 20.0
 
 
-def _kaldi_mel(freq: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log(1.0 + freq / 700.0)
+def _kaldi_mel(freq: np.ndarray | float) -> np.ndarray:
+    return np.asarray(1127.0 * np.log(1.0 + np.asarray(freq) / 700.0))
 
 
 def mel_filter_bank(num_mel_bins: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Triangular filters laid out in Kaldi mel space, shape (FFT_LENGTH // 2 + 1, num_mel_bins)."""
     n_bins = FFT_LENGTH // 2 + 1
     mel_points = np.linspace(
-        _kaldi_mel(np.float64(LOW_FREQ)), _kaldi_mel(np.float64(sample_rate // 2)), num_mel_bins + 2
+        _kaldi_mel(LOW_FREQ), _kaldi_mel(sample_rate // 2), num_mel_bins + 2
     )
     bin_mels = _kaldi_mel(sample_rate / ((n_bins - 1) * 2) * np.arange(n_bins))
     slopes = mel_points[None, :] - bin_mels[:, None]

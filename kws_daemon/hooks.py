@@ -113,7 +113,8 @@ class HookRunner:
         self._stats = stats
         self._queue: queue.Queue[KeywordEvent | None] = queue.Queue(queue_size)
         self._threads = [
-            threading.Thread(target=self._work, name=f"hook-{hook.kind}-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._work, name=f"hook-{hook.kind}-{i}", daemon=True)
+            for i in range(workers)
         ]
         for t in self._threads:
             t.start()

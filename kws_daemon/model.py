@@ -91,7 +91,9 @@ class ModelInfo:
                 f"model directory {path}: config.json/preprocessor_config.json lack a field ({e})"
             ) from None
         if sample_rate != 16000:
-            raise KwsError(f"model directory {path}: sampling_rate {sample_rate} is not supported (16000 only)")
+            raise KwsError(
+                f"model directory {path}: sampling_rate {sample_rate} is not supported (16000 only)"
+            )
         expected = kws.get("sha256")
         if expected and sha256_file(path / "model.onnx") != expected:
             raise KwsError(f"model directory {path}: model.onnx does not match the sha256 in kws.json")

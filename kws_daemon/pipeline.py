@@ -25,12 +25,16 @@ from kws_daemon.model import Model
 RATE = 16000
 
 
-def keyword_thresholds(config: Config, labels: tuple[str, ...], keyword_labels: tuple[str, ...]) -> dict[str, float]:
+def keyword_thresholds(
+    config: Config, labels: tuple[str, ...], keyword_labels: tuple[str, ...]
+) -> dict[str, float]:
     """The configured keywords (default: every non-background label) and their thresholds."""
     default = config.detector.threshold
     if config.keywords is None:
         return {name: default for name in keyword_labels}
-    return {k.name: default if k.threshold is None else k.threshold for k in config.keywords if k.name in labels}
+    return {
+        k.name: default if k.threshold is None else k.threshold for k in config.keywords if k.name in labels
+    }
 
 
 @dataclass
@@ -83,7 +87,11 @@ class Pipeline:
     def flush(self) -> list[KeywordEvent]:
         """End of stream: drains the resampler and scores a last window on the final frame."""
         t0 = time.monotonic()
-        tail = self._resampler(np.zeros(0, dtype=np.int16), last=True) if self._resampler else np.zeros(0, np.int16)
+        tail = (
+            self._resampler(np.zeros(0, dtype=np.int16), last=True)
+            if self._resampler
+            else np.zeros(0, np.int16)
+        )
         events = self._consume(tail, t0, time.time(), t0)
         if self._n_frames > self._last_end and self._was_open:
             events += self._evaluate([self._n_frames], t0, time.time())

@@ -43,10 +43,13 @@ def _open_sound_file(path: str | Path) -> Any:
 
 
 def _to_mono_int16(data: np.ndarray) -> np.ndarray:
-    """Averages channels (int32 sum, so no overflow) into int16 mono."""
-    if data.shape[1] == 1:
-        return np.ascontiguousarray(data[:, 0])
-    return (data.astype(np.int32).sum(axis=1) // data.shape[1]).astype(np.int16)
+    """Averages float32 channels into int16 mono.
+
+    Files are read as float32 because libsndfile does not scale float WAV/FLAC data read as int16
+    (it truncates to near silence); int16 sources survive the round trip exactly.
+    """
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def file_blocks(path: str | Path, block_ms: int, loop: bool = False) -> tuple[int, Iterator[np.ndarray]]:
@@ -61,7 +64,7 @@ def file_blocks(path: str | Path, block_ms: int, loop: bool = False) -> tuple[in
         with f:
             while True:
                 try:
-                    for data in f.blocks(blocksize=size, dtype="int16", always_2d=True):
+                    for data in f.blocks(blocksize=size, dtype="float32", always_2d=True):
                         yield _to_mono_int16(data)
                 except (sf.LibsndfileError, RuntimeError) as e:
                     raise KwsError(f"{path}: audio data is corrupt or truncated ({e})") from None

@@ -1,0 +1,134 @@
+"""The command line as a user runs it: detect, run from a file or stdin, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kws_daemon import __version__
+from kws_daemon.audio.sources import read_audio
+from tests.conftest import DEMO_WAV, kws
+
+FIRE = "detector: {threshold: 0.0}\n"  # the placeholder model is untrained: let every window's top label fire
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(FIRE + extra)
+    return path
+
+
+def _detections(stdout: bytes) -> list[tuple[str, float, float]]:
+    return [(r["keyword"], r["time_s"], r["score"]) for r in map(json.loads, stdout.decode().splitlines())]
+
+
+def test_version() -> None:
+    assert kws("--version").stdout.decode().strip() == f"kws-daemon {__version__}"
+
+
+def test_detect_json_fields(tmp_path: Path) -> None:
+    result = kws("detect", "--config", str(_config(tmp_path)), "--json", str(DEMO_WAV))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert records
+    for r in records:
+        assert r["file"] == str(DEMO_WAV) and isinstance(r["keyword"], str) and 0 <= r["score"] <= 1
+        assert 0 < r["time_s"] <= 8.2
+    assert [r["time_s"] for r in records] == sorted(r["time_s"] for r in records)
+
+
+def test_detect_default_threshold_stays_quiet_on_untrained_model() -> None:
+    result = kws("detect", str(DEMO_WAV))
+    assert result.returncode == 0 and result.stdout == b""
+
+
+def test_detect_reports_each_bad_file_and_keeps_going(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.int16), 16000)
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(DEMO_WAV.read_bytes()[:30])
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    result = kws(
+        "detect",
+        "--config",
+        str(_config(tmp_path)),
+        "--json",
+        str(empty),
+        str(truncated),
+        str(text),
+        str(tmp_path),
+        str(tmp_path / "missing.flac"),
+        str(DEMO_WAV),
+    )
+    assert result.returncode == 1
+    errors = result.stderr.decode().splitlines()
+    errors = [e for e in errors if e.startswith("kws-daemon: error:")]
+    assert len(errors) == 5
+    assert "contains no audio" in errors[0] and "is a directory" in errors[3] and "no such file" in errors[4]
+    assert "Traceback" not in result.stderr.decode()
+    assert _detections(result.stdout)  # the good file was still processed
+
+
+def test_run_on_a_file_fires_the_same_hooks_as_detect(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    config = _config(tmp_path, f"hooks: [{{jsonl: {events}}}]\n")
+    run = kws("run", "--config", str(config), "--input", str(DEMO_WAV))
+    assert run.returncode == 0, run.stderr
+    live = _detections(events.read_bytes())
+    detect = kws("detect", "--config", str(config), "--json", str(DEMO_WAV))
+    assert live and _detections(detect.stdout) == live
+    assert _detections(events.read_bytes()) == live + live  # detect fired the config's hooks too
+    assert b"stats:" in run.stderr and b"latency ms p50/p95/p99" in run.stderr
+
+
+def test_run_from_stdin_equals_detect(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    config = _config(tmp_path, f"hooks: [{{jsonl: {events}}}]\n")
+    audio, _ = read_audio(DEMO_WAV)
+    run = kws("run", "--config", str(config), "--input", "-", input=audio.astype("<i2").tobytes())
+    assert run.returncode == 0, run.stderr
+    offline = _detections(kws("detect", "--config", str(_config(tmp_path)), "--json", str(DEMO_WAV)).stdout)
+    assert _detections(events.read_bytes()) == offline
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype", "fmt"),
+    [
+        (44100, 2, "PCM_16", "WAV"),
+        (48000, 1, "PCM_24", "FLAC"),
+        (8000, 1, "PCM_U8", "WAV"),
+        (16000, 1, "FLOAT", "WAV"),
+    ],
+)
+def test_other_formats_are_converted(
+    tmp_path: Path, rate: int, channels: int, subtype: str, fmt: str
+) -> None:
+    import soxr
+
+    audio, _ = read_audio(DEMO_WAV)
+    converted = soxr.resample(audio.astype(np.float32) / 32768, 16000, rate)
+    path = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(path, np.repeat(converted[:, None], channels, axis=1), rate, subtype=subtype, format=fmt)
+    result = kws("detect", "--config", str(_config(tmp_path)), "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    assert _detections(result.stdout)
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("vad: {aggresiveness: 2}\n")
+    result = kws("run", "--config", str(config), "--input", str(DEMO_WAV))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"kws-daemon: error: {config}: vad.aggresiveness: unknown key; did you mean 'aggressiveness'?"
+    )
+
+
+def test_missing_model_dir(tmp_path: Path) -> None:
+    result = kws("detect", "--model", str(tmp_path / "nope"), str(DEMO_WAV))
+    assert result.returncode == 1 and b"does not exist" in result.stderr and b"Traceback" not in result.stderr

@@ -1,0 +1,116 @@
+"""A real-time-paced virtual microphone: a private PulseAudio server with a null sink whose monitor
+is the default source. PortAudio reaches it as ALSA device 'pulse' (libasound2-plugins).
+
+norewinds=1 caps how far the idle sink renders ahead of its clock (50 ms), so playback into the
+sink arrives at the capture side paced like a live mic, bit-exact at 16 kHz mono s16.
+Needs Debian's pulseaudio, pulseaudio-utils and libasound2-plugins; no root, D-Bus or sound card.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class VirtualMic:
+    def __init__(self, rate: int = 16000) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vmic", dir="/tmp"))  # the socket path must stay short
+        self.rate = rate
+        self.env = dict(os.environ)
+        self.env.update(
+            PULSE_SERVER=f"unix:{self.dir}/native",
+            PULSE_COOKIE=str(self.dir / "cookie"),
+            PULSE_CLIENTCONFIG=str(self.dir / "client.conf"),
+            HOME=str(self.dir),
+        )
+        self._server: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why a virtual mic cannot run here, or None."""
+        for tool in ("pulseaudio", "pactl", "paplay"):
+            if shutil.which(tool) is None:
+                return f"{tool} not found (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)"
+        return None
+
+    def start(self) -> VirtualMic:
+        (self.dir / "default.pa").write_text(
+            f"load-module module-native-protocol-unix auth-anonymous=1 socket={self.dir}/native\n"
+            "load-module module-null-sink sink_name=vmic format=s16le "
+            f"rate={self.rate} channels=1 norewinds=1\n"
+            "set-default-sink vmic\nset-default-source vmic.monitor\n"
+        )
+        (self.dir / "client.conf").write_text("autospawn = no\nenable-shm = no\n")
+        (self.dir / "cookie").write_bytes(os.urandom(256))
+        server_env = dict(self.env, XDG_RUNTIME_DIR=str(self.dir), PULSE_RUNTIME_PATH=str(self.dir))
+        self._server = subprocess.Popen(
+            [
+                "pulseaudio",
+                "-n",
+                "-F",
+                str(self.dir / "default.pa"),
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--realtime=no",
+                "--high-priority=no",
+                "--disable-shm=yes",
+                "--use-pid-file=no",
+                f"--log-target=file:{self.dir}/pulseaudio.log",
+            ],
+            env=server_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while self._pactl("info").returncode != 0:
+            if time.monotonic() > deadline or self._server.poll() is not None:
+                log = (
+                    (self.dir / "pulseaudio.log").read_text()
+                    if (self.dir / "pulseaudio.log").exists()
+                    else ""
+                )
+                self.stop()
+                raise RuntimeError(f"PulseAudio did not start: {log[-500:]}")
+            time.sleep(0.05)
+        return self
+
+    def _pactl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10)
+
+    def wait_for_capture(self, timeout: float = 30) -> None:
+        """Returns once a capture stream has stayed connected for 0.2 s (format probes come and go)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._pactl("list", "short", "source-outputs").stdout.strip():
+                time.sleep(0.2)
+                if self._pactl("list", "short", "source-outputs").stdout.strip():
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("no capture stream connected to the virtual mic")
+
+    def play(self, wav: Path) -> None:
+        """Plays into the mic at real-time pace; returns when the file has been played."""
+        subprocess.run(["paplay", "--device=vmic", str(wav)], env=self.env, check=True, timeout=600)
+
+    def stop(self) -> None:
+        if self._server is not None and self._server.poll() is None:
+            os.killpg(self._server.pid, signal.SIGTERM)
+            try:
+                self._server.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._server.pid, signal.SIGKILL)
+                self._server.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> VirtualMic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
