@@ -25,6 +25,30 @@ from kws_daemon.service import Daemon, load_model
 log = logging.getLogger("kws_daemon")
 
 
+_PLAIN = logging.Formatter("kws-daemon: %(levelname)s: %(message)s")
+
+
+_SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """Under systemd, a `<N>` syslog prefix gives each line its priority in the journal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{record.getMessage()}"
+
+
+def print_error(message: str) -> None:
+    prefix = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
+    print(f"{prefix}kws-daemon: error: {message}", file=sys.stderr, flush=True)
+
+
 def _config(args: argparse.Namespace) -> Config:
     config = load(args.config) if args.config else Config()
     if getattr(args, "model", None):
@@ -64,7 +88,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                     events += pipeline.process(AudioBlock(samples, rate, time.monotonic(), time.time()))
                 events += pipeline.flush()
             except KwsError as e:
-                print(f"kws-daemon: error: {e}", file=sys.stderr)
+                print_error(str(e))
                 failed += 1
                 continue
             for event in events:
@@ -119,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--device", help="input device name or index (overrides audio.device)")
     p.add_argument("--input", help="WAV/FLAC file, or - for raw s16le 16 kHz mono on stdin")
-    p.add_argument("--record", metavar="WAV", help="also write the captured audio here (replay it with detect)")
+    p.add_argument("--record", metavar="WAV", help="also write the captured audio here (replay with detect)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("detect", help="replay audio files through the pipeline and print detections")
@@ -142,22 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), format="kws-daemon: %(levelname)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else _PLAIN)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
     np.seterr(all="ignore")
     try:
         return int(args.func(args))
     except KwsError as e:
-        print(f"kws-daemon: error: {e}", file=sys.stderr)
+        print_error(str(e))
         return e.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if os.environ.get("KWS_DEBUG"):
             raise
-        print(
-            f"kws-daemon: internal error: {type(e).__name__}: {e} (set KWS_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
+        print_error(f"internal: {type(e).__name__}: {e} (set KWS_DEBUG=1 for a traceback)")
         return 70

@@ -72,6 +72,14 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where /metrics is served (host, port); None: nowhere. Keep it on localhost unless a remote
+    Prometheus must scrape it: the endpoint has no authentication."""
+
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     model: Path = field(default_factory=default_model_dir)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -80,6 +88,7 @@ class Config:
     keywords: tuple[KeywordConfig, ...] | None = None  # None: every non-background label
     hooks: tuple[HookConfig, ...] = ()
     stats_interval_s: float = 0.0  # 0: summary only on exit
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None  # the file this config came from
 
     def with_audio(self, **changes: Any) -> Config:
@@ -178,6 +187,21 @@ def _device(key: str, value: Any) -> str | int:
     return value
 
 
+_LISTEN = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):([0-9]{1,5})")
+
+
+def _listen(key: str, value: Any) -> tuple[str, int] | None:
+    if value == "":
+        return None
+    match = _LISTEN.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match[3]) <= 65535:
+        raise ConfigError(
+            f'{key}: must be a quoted "HOST:PORT" with a port from 1 to 65535, such as "127.0.0.1:9464" '
+            f'or "[::1]:9464", or empty for no endpoint (got {value!r})'
+        )
+    return match[1] or match[2], int(match[3])
+
+
 def _hook(where: str, data: Any) -> HookConfig:
     if not isinstance(data, dict):
         raise ConfigError(
@@ -259,7 +283,9 @@ def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
 
 def parse(data: Any, source: Path | None = None) -> Config:
     """Builds a Config from already-parsed YAML data."""
-    top = _Section(data, "", ("model", "audio", "vad", "detector", "keywords", "hooks", "stats_interval_s"))
+    top = _Section(
+        data, "", ("model", "audio", "vad", "detector", "keywords", "hooks", "stats_interval_s", "metrics")
+    )
     base = source.parent if source else None
     audio = _Section(
         top.data.get("audio"),
@@ -282,6 +308,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         refractory_ms=det.get("refractory_ms", 1000, _int(0, 60000)),
         threads=det.get("threads", 1, _int(1, 64)),
     )
+    metrics = _Section(top.data.get("metrics"), "metrics", ("listen",))
     if detector.window_ms % 10 or detector.hop_ms % 10:
         raise ConfigError("detector.window_ms and detector.hop_ms: must be multiples of 10 (the frame shift)")
     return Config(
@@ -306,6 +333,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         keywords=top.get("keywords", None, _keywords),
         hooks=top.get("hooks", (), _hooks),
         stats_interval_s=top.get("stats_interval_s", 0.0, _float(0.0, 86400.0)),
+        metrics=MetricsConfig(listen=metrics.get("listen", None, _listen)),
         source=source,
     )
 

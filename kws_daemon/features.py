@@ -28,9 +28,7 @@ def _kaldi_mel(freq: np.ndarray | float) -> np.ndarray:
 def mel_filter_bank(num_mel_bins: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Triangular filters laid out in Kaldi mel space, shape (FFT_LENGTH // 2 + 1, num_mel_bins)."""
     n_bins = FFT_LENGTH // 2 + 1
-    mel_points = np.linspace(
-        _kaldi_mel(LOW_FREQ), _kaldi_mel(sample_rate // 2), num_mel_bins + 2
-    )
+    mel_points = np.linspace(_kaldi_mel(LOW_FREQ), _kaldi_mel(sample_rate // 2), num_mel_bins + 2)
     bin_mels = _kaldi_mel(sample_rate / ((n_bins - 1) * 2) * np.arange(n_bins))
     slopes = mel_points[None, :] - bin_mels[:, None]
     spacing = np.diff(mel_points)

@@ -110,6 +110,7 @@ class HookRunner:
     def __init__(self, hook: HookConfig, stats: LatencyStats, queue_size: int = 16, workers: int = 2) -> None:
         self.hook = hook
         self.counters = HookCounters()
+        self._count_lock = threading.Lock()
         self._stats = stats
         self._queue: queue.Queue[KeywordEvent | None] = queue.Queue(queue_size)
         self._threads = [
@@ -123,7 +124,7 @@ class HookRunner:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self.counters.dropped += 1
+            self._count("dropped")
             log.warning("hook %s: queue full, event '%s' dropped", self.hook.describe(), event.keyword)
 
     def close(self, deadline: float) -> None:
@@ -136,6 +137,10 @@ class HookRunner:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def _count(self, name: str) -> None:
+        with self._count_lock:
+            setattr(self.counters, name, getattr(self.counters, name) + 1)
+
     def _work(self) -> None:
         while (event := self._queue.get()) is not None:
             self._run(event)
@@ -143,7 +148,7 @@ class HookRunner:
     def _run(self, event: KeywordEvent) -> None:
         latency_ms = (time.monotonic() - event.t_mono) * 1000
         self._stats.observe("keyword_end_to_hook", latency_ms)
-        self.counters.runs += 1
+        self._count("runs")
         try:
             if self.hook.kind == "command":
                 env = dict(os.environ)
@@ -160,13 +165,13 @@ class HookRunner:
                 _append_jsonl(self.hook, event)
                 error = None
         except subprocess.TimeoutExpired:
-            self.counters.timeouts += 1
+            self._count("timeouts")
             log.warning("hook %s: timed out after %gs (killed)", self.hook.describe(), self.hook.timeout_s)
             return
         except OSError as e:
             error = str(e)
         if error:
-            self.counters.failures += 1
+            self._count("failures")
             log.warning("hook %s failed for '%s': %s", self.hook.describe(), event.keyword, error)
 
 
@@ -191,12 +196,3 @@ class HookDispatcher:
         deadline = time.monotonic() + self._timeout + 1.0
         for runner in self.runners:
             runner.close(deadline)
-
-    def totals(self) -> HookCounters:
-        total = HookCounters()
-        for r in self.runners:
-            total.runs += r.counters.runs
-            total.failures += r.counters.failures
-            total.timeouts += r.counters.timeouts
-            total.dropped += r.counters.dropped
-        return total

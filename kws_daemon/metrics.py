@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
+# Upper bounds of the histogram buckets, from sub-0.1 ms stages (VAD) to multi-second hook runs.
+BUCKETS_MS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A consistent snapshot: cumulative counts per bound of BUCKETS_MS, then +Inf (== count)."""
+
+    cumulative: tuple[int, ...]
+    count: int
+    sum_ms: float
+
 
 class Latency:
-    """Exact percentiles over the most recent `capacity` observations, plus an all-time count and sum."""
+    """Exact percentiles over the most recent `capacity` observations, plus all-time bucket counts
+    (a Prometheus histogram), count and sum."""
 
     def __init__(self, capacity: int = 65536) -> None:
         self._values = np.zeros(capacity, dtype=np.float64)
+        self._buckets = [0] * (len(BUCKETS_MS) + 1)
         self._lock = threading.Lock()
         self.count = 0
         self.total = 0.0
@@ -19,6 +36,7 @@ class Latency:
     def observe(self, ms: float) -> None:
         with self._lock:
             self._values[self.count % len(self._values)] = ms
+            self._buckets[bisect.bisect_left(BUCKETS_MS, ms)] += 1
             self.count += 1
             self.total += ms
 
@@ -28,6 +46,10 @@ class Latency:
             if n == 0:
                 return tuple(float("nan") for _ in qs)
             return tuple(float(v) for v in np.percentile(self._values[:n], qs))
+
+    def histogram(self) -> Histogram:
+        with self._lock:
+            return Histogram(tuple(itertools.accumulate(self._buckets)), self.count, self.total)
 
 
 class LatencyStats:

@@ -46,11 +46,14 @@ class PipelineCounters:
 
 
 class Pipeline:
-    def __init__(self, config: Config, model: Model, source: str = "") -> None:
+    def __init__(
+        self, config: Config, model: Model, source: str = "", stats: LatencyStats | None = None
+    ) -> None:
+        """Pass `stats` to go on with the latency histograms of a pipeline this one replaces (a reload)."""
         info = model.info
         self.model = model
         self.source = source
-        self.stats = LatencyStats()
+        self.stats = stats if stats is not None else LatencyStats()
         self.counters = PipelineCounters()
         self._params = info.fbank
         self._vad: VadGate | AlwaysOpen = (

@@ -1,5 +1,12 @@
 """The running daemon: a source feeds the ring buffer, one processing thread owns the pipeline, and
-events go to the hook workers. Signals only set flags; the loop acts on them between blocks."""
+events go to the hook workers. Signals only set flags; the loop acts on them between blocks.
+
+Under systemd (Type=notify) the loop sends READY=1 once audio flows, pings the watchdog only while
+blocks keep arriving (a stalled capture stops the pings, so systemd restarts the service), and keeps
+STATUS= current. SIGHUP builds a new config, model, pipeline and hook dispatcher on a helper thread
+while the loop goes on processing; the loop swaps them in between two blocks, and only if all of it
+built. The source and the ring buffer outlive reloads, so capture never pauses and no block is lost.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +14,36 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.ringbuffer import RingBuffer
-from kws_daemon.audio.sources import Source, open_source
-from kws_daemon.config import Config
+from kws_daemon.audio.sources import MicSource, Source, open_source
+from kws_daemon.config import Config, load
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
-from kws_daemon.hooks import HookDispatcher
+from kws_daemon.hooks import HookCounters, HookDispatcher
+from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, ModelInfo
-from kws_daemon.pipeline import Pipeline
+from kws_daemon.pipeline import RATE, Pipeline, PipelineCounters, keyword_thresholds
+from kws_daemon.prometheus import Exposition, MetricsServer
+from kws_daemon.sdnotify import Notifier
 
 log = logging.getLogger("kws_daemon")
+
+STALL_S = 5.0  # without a systemd watchdog, this long without audio is logged as a stalled capture
+T = TypeVar("T", PipelineCounters, HookCounters)
+
+
+def _add(total: T, part: T) -> None:
+    """Adds a counters dataclass into a running total, field by field."""
+    for f in fields(total):
+        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
 
 
 def _open_recorder(path: str, rate: int) -> Any:
@@ -38,83 +62,343 @@ def load_model(config: Config) -> Model:
     return Model(info, threads=config.detector.threads)
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Everything one config builds; a reload replaces it whole or not at all."""
+
+    config: Config
+    pipeline: Pipeline
+    hooks: HookDispatcher
+    thresholds: dict[str, float]
+    model_load_s: float
+
+
 class Daemon:
     def __init__(self, config: Config, record: str | None = None) -> None:
-        self.config = config
-        t0 = time.monotonic()
-        self.model = load_model(config)
-        self.model_load_s = time.monotonic() - t0
+        self.notifier = Notifier()  # first: it unsets NOTIFY_SOCKET before a hook command can inherit it
+        self.stats = LatencyStats()  # shared by every pipeline and dispatcher, so reloads reset no histogram
         self.source: Source = open_source(config.audio)
-        self.pipeline = Pipeline(config, self.model, source=self.source.name)
-        self.hooks = HookDispatcher(config, self.pipeline.stats)
+        self.runtime = self._build(config)
         blocks = max(4, int(config.audio.buffer_s * 1000 / config.audio.block_ms))
         self.ring = RingBuffer(self.source.block_size, blocks, self.source.sample_rate)
-        self.detections = 0
-        self._stop = threading.Event()
         self._recorder = _open_recorder(record, self.source.sample_rate) if record else None
+        self._lock = threading.Lock()  # what the metrics threads read together
+        self.detections: Counter[str] = Counter()
+        self.last_event: KeywordEvent | None = None
+        self.reloads: Counter[str] = Counter()  # "ok" / "failed"
+        self._replaced = PipelineCounters()  # the counts of pipelines that reloads replaced
+        self._retired: list[tuple[HookDispatcher, threading.Thread]] = []  # replaced, draining or drained
+        self._stop = threading.Event()
+        self._reload_requested = False
+        self._reloader = ThreadPoolExecutor(1, "reload")
+        self._pending: Future[Runtime] | None = None
+        watchdog = self.notifier.watchdog_s
+        self._stall_s = watchdog / 2 if watchdog else STALL_S
+        self._ready = self._stalled = False
+        self._last_audio = self._next_ping = self._next_report = 0.0
+        listen = config.metrics.listen
+        self.metrics = MetricsServer(*listen, self.render_metrics) if listen else None
+
+    def _build(self, config: Config) -> Runtime:
+        t0 = time.monotonic()
+        model = load_model(config)
+        load_s = time.monotonic() - t0
+        info = model.info
+        pipeline = Pipeline(config, model, source=self.source.name, stats=self.stats)
+        thresholds = keyword_thresholds(config, info.labels, info.keyword_labels)
+        return Runtime(config, pipeline, HookDispatcher(config, self.stats), thresholds, load_s)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop.set()
 
+    def request_reload(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self._reload_requested = True
+
     def run(self) -> int:
         """Runs until a signal or the end of a file/stdin input; returns the exit status."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        model = self.runtime.pipeline.model
         log.info(
             "listening on %s (%d Hz) with model %s (%d labels, loaded in %.2fs)",
             self.source.name,
             self.source.sample_rate,
-            self.model.info.path,
-            len(self.model.info.labels),
-            self.model_load_s,
+            model.info.path,
+            len(model.info.labels),
+            self.runtime.model_load_s,
         )
+        if self.metrics is not None:
+            self.metrics.start()
+            log.info("metrics on %s", self.metrics.url)
         self.source.start(self.ring)
-        interval = self.config.stats_interval_s
-        next_report = time.monotonic() + interval if interval else float("inf")
         try:
-            while not self._stop.is_set():
-                block = self.ring.read(timeout=0.25)
-                if block is not None:
-                    if self._recorder is not None:
-                        self._recorder.write(block.samples)
-                    for event in self.pipeline.process(block):
-                        self._emit(event)
-                elif self.ring.exhausted:
-                    for event in self.pipeline.flush():
-                        self._emit(event)
-                    break
-                if time.monotonic() >= next_report:
-                    self.report()
-                    next_report += interval
+            self._loop()
         finally:
-            self.source.stop()
-            if self._recorder is not None:
-                self._recorder.close()
-            self.hooks.close()
-            self.report()
+            self._shutdown()
         if self.source.error is not None:
             log.error("%s", self.source.error)
             return 1
         return 0
 
+    def _loop(self) -> None:
+        tick = min(0.25, self._stall_s / 4)
+        self._last_audio = time.monotonic()
+        self._schedule_report(self._last_audio)
+        while not self._stop.is_set():
+            block = self.ring.read(timeout=tick)
+            now = time.monotonic()
+            if block is not None:
+                self._process(block, now)
+            elif self.ring.exhausted:
+                for event in self.runtime.pipeline.flush():
+                    self._emit(event)
+                break
+            self._keepalive(now)
+            self._poll_reload(now)
+            if now >= self._next_report:
+                self.report()
+                self._schedule_report(now)
+
+    def _process(self, block: AudioBlock, now: float) -> None:
+        self._last_audio = now
+        if self._recorder is not None:
+            self._recorder.write(block.samples)
+        for event in self.runtime.pipeline.process(block):
+            self._emit(event)
+        if not self._ready:
+            self._ready = True
+            self.notifier.send("READY=1", f"STATUS={self._status()}")
+
+    def _keepalive(self, now: float) -> None:
+        """Tracks stalls and pings the watchdog only while blocks arrive."""
+        stalled = now - self._last_audio > self._stall_s
+        if stalled != self._stalled:
+            self._stalled = stalled
+            if stalled:
+                restart = (
+                    "; watchdog pings stop, systemd restarts the service" if self.notifier.watchdog_s else ""
+                )
+                log.warning("no audio from %s for %gs%s", self.source.name, self._stall_s, restart)
+                self.notifier.send(f"STATUS=stalled: no audio from {self.source.name} for {self._stall_s:g}s")
+            else:
+                log.info("audio from %s flows again", self.source.name)
+                self.notifier.send(f"STATUS={self._status()}")
+        watchdog = self.notifier.watchdog_s
+        if watchdog and self._ready and not stalled and now >= self._next_ping:
+            self.notifier.send("WATCHDOG=1")
+            self._next_ping = now + watchdog / 4
+
+    def _poll_reload(self, now: float) -> None:
+        if self._pending is not None:
+            if self._pending.done():
+                self._swap(self._pending, now)
+                self._pending = None
+            return
+        if not self._reload_requested:
+            return
+        self._reload_requested = False
+        path = self.runtime.config.source
+        if path is None:
+            log.warning("SIGHUP: nothing to reload (started without --config)")
+            return
+        log.info("reloading %s", path)
+        self.notifier.send(
+            "RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", f"STATUS=reloading {path}"
+        )
+        self._pending = self._reloader.submit(self._rebuild, path)
+
+    def _rebuild(self, path: Path) -> Runtime:
+        """Runs on the reload thread. The source and the metrics endpoint keep running as they are."""
+        config = load(path)
+        running = self.runtime.config
+        for section in ("audio", "metrics"):
+            if getattr(config, section) != getattr(running, section):
+                log.warning("%s: the %s section changed; it takes effect at the next restart", path, section)
+        return self._build(replace(config, audio=running.audio, metrics=running.metrics))
+
+    def _swap(self, pending: Future[Runtime], now: float) -> None:
+        try:
+            new = pending.result()
+        except Exception as e:  # whatever the new config does wrong, the running one stays
+            reason = str(e) if isinstance(e, KwsError) else f"internal error {type(e).__name__}: {e}"
+            self.reloads["failed"] += 1
+            log.error("reload failed, the running config stays: %s", reason)
+        else:
+            old = self.runtime
+            closer = threading.Thread(target=old.hooks.close, name="hooks-retire", daemon=True)
+            closer.start()  # the old hooks finish their queued runs off the audio path
+            with self._lock:  # the metrics threads count the old pipeline and hooks exactly once
+                _add(self._replaced, old.pipeline.counters)
+                self._retired.append((old.hooks, closer))
+                self.runtime = new
+            self.reloads["ok"] += 1
+            self._schedule_report(now)
+            log.info(
+                "reloaded %s: %d keywords, %d hooks, model %s (loaded in %.2fs)",
+                new.config.source,
+                len(new.thresholds),
+                len(new.hooks.runners),
+                new.pipeline.model.info.path,
+                new.model_load_s,
+            )
+        self.notifier.send("READY=1", f"STATUS={self._status()}")
+
+    def _schedule_report(self, now: float) -> None:
+        interval = self.runtime.config.stats_interval_s
+        self._next_report = now + interval if interval else float("inf")
+
+    def _shutdown(self) -> None:
+        self.notifier.send("STOPPING=1", "STATUS=stopping: draining hooks")
+        self.source.stop()
+        self._reloader.shutdown(wait=False, cancel_futures=True)
+        if self._recorder is not None:
+            self._recorder.close()
+        self.runtime.hooks.close()
+        for _, closer in self._retired:
+            closer.join()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.report()
+        self.notifier.close()
+
     def _emit(self, event: KeywordEvent) -> None:
-        self.detections += 1
+        with self._lock:
+            self.detections[event.keyword] += 1
+            self.last_event = event
         log.info("detected '%s' (score %.3f) at %.2fs", event.keyword, event.score, event.time_s)
-        self.hooks(event)
+        self.runtime.hooks(event)
+        self.notifier.send(f"STATUS={self._status()}")
+
+    def _status(self) -> str:
+        """E.g. "listening on mic:default; 35 keywords; last: yes 0.93 at 12:01:05"."""
+        status = f"listening on {self.source.name}; {len(self.runtime.thresholds)} keywords; "
+        last = self.last_event
+        if last is None:
+            return status + "no detection yet"
+        when = time.strftime("%H:%M:%S", time.localtime(last.t_wall))
+        return status + f"last: {last.keyword} {last.score:.2f} at {when}"
+
+    def _totals(self) -> tuple[PipelineCounters, dict[str, HookCounters]]:
+        """Pipeline counts, and hook counts per hook kind, over everything since start (reloads included)."""
+        with self._lock:
+            pipeline = replace(self._replaced)
+            _add(pipeline, self.runtime.pipeline.counters)
+            dispatchers = [d for d, _ in self._retired] + [self.runtime.hooks]
+        hooks: dict[str, HookCounters] = {}
+        for dispatcher in dispatchers:
+            for runner in dispatcher.runners:
+                _add(hooks.setdefault(runner.hook.kind, HookCounters()), runner.counters)
+        return pipeline, hooks
 
     def report(self) -> None:
-        c = self.pipeline.counters
-        totals = self.hooks.totals()
+        c, by_kind = self._totals()
+        hooks = HookCounters()
+        for counters in by_kind.values():
+            _add(hooks, counters)
         log.info(
             "stats: %.1fs audio, %d windows, %d detections, %d overflows; hooks %d runs, %d failed, "
             "%d timed out, %d dropped; %s",
-            c.samples / 16000,
+            c.samples / RATE,
             c.windows,
-            self.detections,
+            sum(self.detections.values()),
             self.ring.overflows,
-            totals.runs,
-            totals.failures,
-            totals.timeouts,
-            totals.dropped,
-            self.pipeline.stats.summary(),
+            hooks.runs,
+            hooks.failures,
+            hooks.timeouts,
+            hooks.dropped,
+            self.stats.summary(),
         )
+
+    def render_metrics(self) -> str:
+        """The /metrics page. Runs on the endpoint's threads, so it only reads."""
+        runtime = self.runtime
+        c, by_kind = self._totals()
+        with self._lock:
+            detections, last = sorted(self.detections.items()), self.last_event
+        out = Exposition()
+        out.add(
+            "kws_detections_total",
+            "counter",
+            "Keyword detections.",
+            [({"keyword": k}, n) for k, n in detections],
+        )
+        if last is not None:
+            out.add(
+                "kws_last_detection_timestamp_seconds",
+                "gauge",
+                "Unix time at which the audio of the last detection was captured.",
+                [({}, last.t_wall)],
+            )
+        out.histogram(
+            "kws_latency_seconds",
+            "Latency per stage; keyword_end_to_event and keyword_end_to_hook are end to end, from the end "
+            "of the keyword's audio.",
+            [({"stage": stage}, latency.histogram()) for stage, latency in self.stats.stages().items()],
+            scale=1e-3,
+        )
+        out.add(
+            "kws_audio_seconds_total", "counter", "Audio processed (at 16 kHz).", [({}, c.samples / RATE)]
+        )
+        out.add("kws_audio_blocks_total", "counter", "Audio blocks processed.", [({}, c.blocks)])
+        out.add(
+            "kws_vad_open_blocks_total",
+            "counter",
+            "Blocks the VAD gate let through.",
+            [({}, c.gate_open_blocks)],
+        )
+        out.add(
+            "kws_vad_open_ratio",
+            "gauge",
+            "Share of blocks the VAD gate let through, since start.",
+            [({}, c.gate_open_blocks / c.blocks if c.blocks else 0.0)],
+        )
+        out.add("kws_windows_total", "counter", "Windows scored by the model.", [({}, c.windows)])
+        overflows = [({"where": "ring"}, self.ring.overflows)]
+        if isinstance(self.source, MicSource):
+            overflows.append(({"where": "device"}, self.source.overflows))
+        out.add(
+            "kws_audio_overflows_total",
+            "counter",
+            "Audio lost: ring = blocks dropped as processing lagged; device = PortAudio input overflows.",
+            overflows,
+        )
+        hooks = sorted(by_kind.items())
+        for field, help_ in (
+            ("runs", "Hook runs started."),
+            ("failures", "Hook runs that failed (exit status, HTTP error, I/O error)."),
+            ("timeouts", "Hook runs killed or abandoned at their timeout."),
+            ("dropped", "Events not run because the hook's queue was full."),
+        ):
+            out.add(
+                f"kws_hook_{field}_total",
+                "counter",
+                help_,
+                [({"kind": k}, getattr(h, field)) for k, h in hooks],
+            )
+        info = runtime.pipeline.model.info
+        model_labels = {
+            "path": str(info.path),
+            "sha256": str(info.kws.get("sha256", "")),
+            "labels": str(len(info.labels)),
+        }
+        out.add("kws_model_info", "gauge", "The model in use (always 1).", [(model_labels, 1)])
+        out.add(
+            "kws_model_load_seconds",
+            "gauge",
+            "Time the model in use took to load.",
+            [({}, runtime.model_load_s)],
+        )
+        out.add(
+            "kws_keyword_threshold",
+            "gauge",
+            "Detection threshold of each active keyword.",
+            [({"keyword": k}, t) for k, t in sorted(runtime.thresholds.items())],
+        )
+        out.add(
+            "kws_reloads_total",
+            "counter",
+            "Config reloads (SIGHUP) by result.",
+            [({"result": r}, self.reloads[r]) for r in ("ok", "failed")],
+        )
+        return out.text()
