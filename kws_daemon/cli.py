@@ -20,7 +20,7 @@ from kws_daemon.config import Config, load
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
 from kws_daemon.pipeline import Pipeline
-from kws_daemon.service import Daemon, load_model
+from kws_daemon.service import Daemon, load_model, warn_if_writable
 
 log = logging.getLogger("kws_daemon")
 
@@ -111,6 +111,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kws_daemon.bench import command
+
+    return command(args, _config(args))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kws_daemon.evalcli import command
+
+    return command(args, _config(args))
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if args.json:
@@ -126,10 +138,25 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load(args.file)
+    warn_if_writable(config)
     model = load_model(config)
     keywords = [k.name for k in config.keywords] if config.keywords else list(model.info.keyword_labels)
     hooks = len(config.hooks) + sum(len(k.hooks) for k in config.keywords or ())
     print(f"{args.file}: OK (model {config.model}, {len(keywords)} keywords, {hooks} hooks)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Imports the toolchain only here: the runtime commands never import torch."""
+    from kws_daemon.toolchain.export import write_model_dir
+    from kws_daemon.toolchain.report import report_lines
+
+    report = write_model_dir(
+        args.source, args.output, quantize=args.quantize, calibration=args.calibration, force=args.force
+    )
+    print(f"wrote {args.output}")
+    for line in report_lines(report):
+        print(f"  {line}")
     return 0
 
 
@@ -154,6 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_detect)
 
+    p = sub.add_parser("bench", help="time the pipeline on a long stream: stages, end to end, CPU, memory")
+    p.add_argument("--config", help="YAML config file (its hooks do not fire)")
+    p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--input", metavar="AUDIO", help="recording (default: speech+silence+noise)")
+    p.add_argument("--duration", type=float, metavar="S", help="stream length (default 60)")
+    p.add_argument("--idle", type=float, default=60.0, metavar="S", help="room noise for idle CPU (0: skip)")
+    p.add_argument("--threshold", type=float, default=0.0, metavar="T", help="for all keywords (default 0)")
+    p.add_argument("--json", metavar="OUT", help="write every measurement as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (needs the plot extra)")
+    p.add_argument("--compare", action="store_true", help="also time the seeds' way, openWakeWord")
+    p.add_argument("--checkpoint", metavar="DIR", help="the model's Hugging Face checkpoint for --compare")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="accuracy per word; false accepts/rejects per threshold")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", metavar="TSV", help="relpath and word columns, paths relative to it")
+    source.add_argument("--dir", metavar="DIR", help="one subfolder of clips per word")
+    p.add_argument("--negatives", nargs="+", default=[], metavar="AUDIO", help="long non-keyword recordings")
+    p.add_argument("--config", help="YAML config file (detector and VAD settings)")
+    p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9", metavar="T,T,...", help="the sweep")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N clips, spread over the list")
+    p.add_argument("--json", metavar="OUT", help="write every number as JSON")
+    p.add_argument("--det", metavar="OUT.png", help="write the DET curve (needs the plot extra)")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("devices", help="list audio input devices")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
@@ -161,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file (and its model) without starting")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("export", help="export a Hugging Face AST checkpoint to an int8 model directory")
+    p.add_argument("source", metavar="SOURCE", help="hub id (downloaded) or local checkpoint directory")
+    p.add_argument("--output", required=True, type=Path, metavar="DIR", help="model directory to write")
+    p.add_argument("--quantize", default="int8", metavar="MODE", help="int8 (default), int8-static or none")
+    p.add_argument("--calibration", type=Path, metavar="AUDIO_DIR", help="recordings to check parity on")
+    p.add_argument("--force", action="store_true", help="replace DIR; write it even if a parity check fails")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

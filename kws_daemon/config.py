@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,6 +110,15 @@ class Config:
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 reads yes/no/on/off (keywords!) as booleans."""
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML raises plain ValueErrors for values its own tags cannot hold (`2001-02-30`, `!!int x`):
+        made YAML errors with a position, like every other YAML mistake."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, TypeError) as e:
+            problem = f"invalid value ({e})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
 
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -178,13 +188,15 @@ def _float(lo: float, hi: float) -> Callable[[str, Any], float]:
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: must be a non-empty string (got {value!r})")
+    if "\0" in value:
+        raise ConfigError(f"{key}: must not contain a NUL character")
     return value
 
 
 def _device(key: str, value: Any) -> str | int:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ConfigError(f"{key}: must be a device name or index (got {value!r}); see `kws-daemon devices`")
-    return value
+    return _str(key, value) if isinstance(value, str) else value
 
 
 _LISTEN = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):([0-9]{1,5})")
@@ -223,15 +235,21 @@ def _hook(where: str, data: Any) -> HookConfig:
     target: str | tuple[str, ...]
     if kind == "command":
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            target = tuple(value)
+            target = tuple(value)  # an empty argument ("") is legitimate
         elif isinstance(value, str) and value.strip():
             target = value
         else:
             raise ConfigError(f"{key}: must be a shell string or a non-empty list of strings (argv)")
+        if any("\0" in v for v in ([value] if isinstance(value, str) else value)):
+            raise ConfigError(f"{key}: must not contain a NUL character")
     elif kind == "webhook":
         url = _str(key, value)
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urlparse(url)
+            ok = parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.port != 0
+        except ValueError:  # a bad port or IPv6 address
+            ok = False
+        if not ok:
             raise ConfigError(f"{key}: must be an http:// or https:// URL (got {url!r})")
         target = url
     else:
@@ -252,7 +270,7 @@ def _keywords(key: str, value: Any) -> tuple[KeywordConfig, ...]:
     for i, item in enumerate(value):
         where = f"{key}[{i}]"
         if isinstance(item, (str, int)) and not isinstance(item, bool):
-            out.append(KeywordConfig(name=str(item)))
+            out.append(KeywordConfig(name=_str(where, str(item))))
             continue
         section = _Section(item, where, ("name", "threshold", "hooks"))
         name = section.get("name", None, lambda k, v: _str(k, str(v) if isinstance(v, int) else v))
@@ -278,7 +296,7 @@ def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
         return path
     candidates = [base / path] if base else []
     candidates.append(Path.cwd() / path)
-    return next((c for c in candidates if c.exists()), candidates[-1])
+    return next((c for c in candidates if os.path.exists(c)), candidates[-1])
 
 
 def parse(data: Any, source: Path | None = None) -> Config:
@@ -352,10 +370,31 @@ def load(path: str | Path) -> Config:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{p}: YAML syntax error at {where}{problem}") from None
+        raise ConfigError(f"{p}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply") from None
     try:
         return parse(data, source=p.resolve())
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+
+
+def writable_by_others(config: Config) -> str | None:
+    """A warning when users other than the file's owner can write a config that defines command hooks:
+    whoever can write it can run commands as the daemon's user."""
+    hooks = [*config.hooks, *(h for k in config.keywords or () for h in k.hooks)]
+    if config.source is None or not any(h.kind == "command" for h in hooks):
+        return None
+    try:
+        mode = config.source.stat().st_mode
+    except OSError:
+        return None
+    if not mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    return (
+        f"{config.source} defines command hooks but is writable by its group or others "
+        f"(mode {stat.S_IMODE(mode):04o}), who could run commands as this daemon's user; "
+        f"fix: chmod go-w {config.source}"
+    )

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import numpy as np
 from kws_daemon.errors import KwsError
 from kws_daemon.features import FbankParams
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
 
 
@@ -46,6 +50,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _labels(path: Path, id2label: Any) -> tuple[str, ...]:
+    """config.json's id2label as a tuple. Labels reach logs, STATUS= and hook environments, so
+    control characters (a newline forging a log line, a NUL) are refused."""
+    if not isinstance(id2label, dict) or not id2label:
+        raise KwsError(f'model directory {path}: config.json needs an "id2label" object of labels')
+    try:
+        labels = tuple(id2label[str(i)] for i in range(len(id2label)))
+    except KeyError as e:
+        raise KwsError(f"model directory {path}: config.json id2label lacks index {e}") from None
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label or _CONTROL.search(label):
+            raise KwsError(
+                f"model directory {path}: config.json label {i} must be a non-empty string without "
+                f"control characters (got {label!r})"
+            )
+    if len(set(labels)) != len(labels):
+        raise KwsError(f"model directory {path}: config.json id2label repeats a label")
+    return labels
+
+
+def _one_line(error: Exception) -> str:
+    """onnxruntime's messages can span lines; a user error is one."""
+    return " ".join(str(error).split())
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -69,16 +98,16 @@ class ModelInfo:
     @classmethod
     def load(cls, directory: str | Path) -> ModelInfo:
         path = Path(directory)
-        if not path.is_dir():
+        # os.path, not Path: it answers False for names the kernel refuses (too long, NUL) instead of raising
+        if not os.path.isdir(path):
             raise KwsError(f"model directory {path} does not exist (set `model:` to a model directory)")
-        if not (path / "model.onnx").is_file():
+        if not os.path.isfile(path / "model.onnx"):
             raise KwsError(f"model directory {path}: model.onnx is missing")
         config = _read_json(path / "config.json")
         pre = _read_json(path / "preprocessor_config.json")
         kws = _read_json(path / "kws.json") if (path / "kws.json").exists() else {}
+        labels = _labels(path, config.get("id2label"))
         try:
-            id2label = config["id2label"]
-            labels = tuple(str(id2label[str(i)]) for i in range(len(id2label)))
             fbank = FbankParams(
                 num_mel_bins=int(pre.get("num_mel_bins", config.get("num_mel_bins", 128))),
                 mean=float(pre["mean"]),
@@ -86,10 +115,21 @@ class ModelInfo:
                 max_length=int(pre.get("max_length", config.get("max_length", 1024))),
             )
             sample_rate = int(pre.get("sampling_rate", 16000))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise KwsError(
-                f"model directory {path}: config.json/preprocessor_config.json lack a field ({e})"
+                f"model directory {path}: preprocessor_config.json lacks or garbles a field ({e})"
             ) from None
+        if not (
+            1 <= fbank.num_mel_bins <= 1024
+            and 1 <= fbank.max_length <= 100_000
+            and math.isfinite(fbank.mean)
+            and math.isfinite(fbank.std)
+            and fbank.std > 0
+        ):
+            raise KwsError(
+                f"model directory {path}: preprocessor_config.json needs num_mel_bins 1 to 1024, "
+                f"max_length 1 to 100000, a finite mean and a std above 0 (got {fbank})"
+            )
         if sample_rate != 16000:
             raise KwsError(
                 f"model directory {path}: sampling_rate {sample_rate} is not supported (16000 only)"
@@ -117,25 +157,40 @@ class Model:
                 str(info.path / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # onnxruntime raises its own exception types for corrupt files
-            raise KwsError(f"model directory {info.path}: model.onnx cannot be loaded ({e})") from None
+            reason = _one_line(e)
+            raise KwsError(f"model directory {info.path}: model.onnx cannot be loaded ({reason})") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
         if "input_values" not in inputs:
             raise KwsError(f"model directory {info.path}: model.onnx has no input named input_values")
         shape = inputs["input_values"].shape
+        if len(shape) != 3:
+            raise KwsError(f"model directory {info.path}: model.onnx input_values must have 3 axes")
         for axis, want in ((1, info.fbank.max_length), (2, info.fbank.num_mel_bins)):
             if isinstance(shape[axis], int) and shape[axis] != want:
                 raise KwsError(
                     f"model directory {info.path}: model.onnx expects {shape[axis]} on input axis {axis}, "
                     f"preprocessor_config.json says {want}"
                 )
+        self._probe()
+
+    def _probe(self) -> None:
+        """Scores one silent window at load, so that a model which loads but cannot run (no "logits"
+        output, a label count that does not match) fails here, not in the running daemon."""
+        info = self.info
+        try:
+            posteriors = self(np.zeros((1, info.fbank.max_length, info.fbank.num_mel_bins), np.float32))
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise KwsError(
+                f"model directory {info.path}: model.onnx fails on a silent window ({_one_line(e)})"
+            ) from None
+        if posteriors.shape != (1, len(info.labels)):
+            raise KwsError(
+                f"model directory {info.path}: model.onnx gives {posteriors.shape[-1]} logits "
+                f"for {len(info.labels)} labels"
+            )
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """Posteriors (softmax) for a batch [batch, max_length, mel_bins] of normalised windows."""
         (logits,) = self._session.run(["logits"], {"input_values": windows.astype(np.float32)})
-        if logits.shape[-1] != len(self.info.labels):
-            raise KwsError(
-                f"model directory {self.info.path}: model.onnx gives {logits.shape[-1]} logits "
-                f"for {len(self.info.labels)} labels"
-            )
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))

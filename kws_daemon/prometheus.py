@@ -6,6 +6,7 @@ never reaches the audio path; every scrape renders a fresh snapshot.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import socket
@@ -111,6 +112,7 @@ class MetricsServer:
         except OSError as e:
             raise KwsError(f"metrics.listen {host}:{port}: cannot listen ({e.strerror or e})") from None
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        self.loopback = ipaddress.ip_address(str(self._server.server_address[0])).is_loopback
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
 
     def start(self) -> None:

@@ -2,10 +2,11 @@
 events go to the hook workers. Signals only set flags; the loop acts on them between blocks.
 
 Under systemd (Type=notify) the loop sends READY=1 once audio flows, pings the watchdog only while
-blocks keep arriving (a stalled capture stops the pings, so systemd restarts the service), and keeps
-STATUS= current. SIGHUP builds a new config, model, pipeline and hook dispatcher on a helper thread
-while the loop goes on processing; the loop swaps them in between two blocks, and only if all of it
-built. The source and the ring buffer outlive reloads, so capture never pauses and no block is lost.
+blocks keep arriving (a stalled capture stops the pings, so systemd restarts the service) or while the
+microphone source reopens a device it lost (a restart could do no better), and keeps STATUS= current.
+SIGHUP builds a new config, model, pipeline and hook dispatcher on a helper thread while the loop goes
+on processing; the loop swaps them in between two blocks, and only if all of it built. The source and
+the ring buffer outlive reloads, so capture never pauses and no block is lost.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.ringbuffer import RingBuffer
 from kws_daemon.audio.sources import MicSource, Source, open_source
-from kws_daemon.config import Config, load
+from kws_daemon.config import Config, load, writable_by_others
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookCounters, HookDispatcher
@@ -54,6 +55,13 @@ def _open_recorder(path: str, rate: int) -> Any:
         return sf.SoundFile(path, "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV")
     except (sf.LibsndfileError, OSError) as e:
         raise KwsError(f"--record {path}: cannot write ({e})") from None
+
+
+def warn_if_writable(config: Config) -> None:
+    """Logged at start, at each reload and by check-config."""
+    warning = writable_by_others(config)
+    if warning:
+        log.warning("%s", warning)
 
 
 def load_model(config: Config) -> Model:
@@ -94,7 +102,9 @@ class Daemon:
         self._pending: Future[Runtime] | None = None
         watchdog = self.notifier.watchdog_s
         self._stall_s = watchdog / 2 if watchdog else STALL_S
-        self._ready = self._stalled = False
+        self._ready = False
+        self._capture = "flowing"  # or "stalled" (no audio for _stall_s) or "lost" (device being reopened)
+        self._lost = ""  # why the device was lost, when _capture is "lost"
         self._last_audio = self._next_ping = self._next_report = 0.0
         listen = config.metrics.listen
         self.metrics = MetricsServer(*listen, self.render_metrics) if listen else None
@@ -128,9 +138,16 @@ class Daemon:
             len(model.info.labels),
             self.runtime.model_load_s,
         )
+        warn_if_writable(self.runtime.config)
         if self.metrics is not None:
             self.metrics.start()
             log.info("metrics on %s", self.metrics.url)
+            if not self.metrics.loopback:
+                log.warning(
+                    "metrics on %s are reachable from other machines and have no authentication; "
+                    'use metrics.listen: "127.0.0.1:PORT" unless a remote Prometheus must scrape them',
+                    self.metrics.url,
+                )
         self.source.start(self.ring)
         try:
             self._loop()
@@ -171,21 +188,24 @@ class Daemon:
             self.notifier.send("READY=1", f"STATUS={self._status()}")
 
     def _keepalive(self, now: float) -> None:
-        """Tracks stalls and pings the watchdog only while blocks arrive."""
-        stalled = now - self._last_audio > self._stall_s
-        if stalled != self._stalled:
-            self._stalled = stalled
-            if stalled:
+        """Tracks the capture state, and pings the watchdog unless the capture stalled."""
+        lost = self.source.lost if isinstance(self.source, MicSource) else None
+        if lost is not None:
+            self._lost = lost
+            self._last_audio = now  # the stall clock starts again when the device is back
+        state = "lost" if lost else "stalled" if now - self._last_audio > self._stall_s else "flowing"
+        if state != self._capture:
+            previous, self._capture = self._capture, state
+            if state == "stalled":
                 restart = (
                     "; watchdog pings stop, systemd restarts the service" if self.notifier.watchdog_s else ""
                 )
                 log.warning("no audio from %s for %gs%s", self.source.name, self._stall_s, restart)
-                self.notifier.send(f"STATUS=stalled: no audio from {self.source.name} for {self._stall_s:g}s")
-            else:
+            elif previous == "stalled":
                 log.info("audio from %s flows again", self.source.name)
-                self.notifier.send(f"STATUS={self._status()}")
+            self.notifier.send(f"STATUS={self._status()}")
         watchdog = self.notifier.watchdog_s
-        if watchdog and self._ready and not stalled and now >= self._next_ping:
+        if watchdog and self._ready and state != "stalled" and now >= self._next_ping:
             self.notifier.send("WATCHDOG=1")
             self._next_ping = now + watchdog / 4
 
@@ -211,6 +231,7 @@ class Daemon:
     def _rebuild(self, path: Path) -> Runtime:
         """Runs on the reload thread. The source and the metrics endpoint keep running as they are."""
         config = load(path)
+        warn_if_writable(config)
         running = self.runtime.config
         for section in ("audio", "metrics"):
             if getattr(config, section) != getattr(running, section):
@@ -272,6 +293,10 @@ class Daemon:
 
     def _status(self) -> str:
         """E.g. "listening on mic:default; 35 keywords; last: yes 0.93 at 12:01:05"."""
+        if self._capture == "stalled":
+            return f"stalled: no audio from {self.source.name} for {self._stall_s:g}s"
+        if self._capture == "lost":
+            return f"audio device lost: {self.source.name}: {self._lost}; reopening"
         status = f"listening on {self.source.name}; {len(self.runtime.thresholds)} keywords; "
         last = self.last_event
         if last is None:
@@ -357,6 +382,18 @@ class Daemon:
         overflows = [({"where": "ring"}, self.ring.overflows)]
         if isinstance(self.source, MicSource):
             overflows.append(({"where": "device"}, self.source.overflows))
+            out.add(
+                "kws_audio_device_errors_total",
+                "counter",
+                "Times the capture stream ended on its own (device unplugged, sound server gone).",
+                [({}, self.source.device_errors)],
+            )
+            out.add(
+                "kws_audio_device_up",
+                "gauge",
+                "1 while the capture device is open, 0 while it is lost and being reopened.",
+                [({}, 0 if self.source.lost else 1)],
+            )
         out.add(
             "kws_audio_overflows_total",
             "counter",

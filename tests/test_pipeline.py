@@ -72,8 +72,9 @@ class RecordingModel(Model):
     """The real ONNX model, keeping a copy of every window it was given."""
 
     def __init__(self) -> None:
-        super().__init__(ModelInfo.load(default_model_dir()))
         self.windows: list[np.ndarray] = []
+        super().__init__(ModelInfo.load(default_model_dir()))
+        self.windows.clear()  # only the pipeline's windows count, not a check made while loading
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         self.windows.extend(windows)

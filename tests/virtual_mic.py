@@ -39,6 +39,7 @@ class VirtualMic:
         return None
 
     def start(self) -> VirtualMic:
+        """Starts the server; again after stop_server(), on the same socket path."""
         (self.dir / "default.pa").write_text(
             f"load-module module-native-protocol-unix auth-anonymous=1 socket={self.dir}/native\n"
             "load-module module-null-sink sink_name=vmic format=s16le "
@@ -99,14 +100,20 @@ class VirtualMic:
         """Plays into the mic at real-time pace; returns when the file has been played."""
         subprocess.run(["paplay", "--device=vmic", str(wav)], env=self.env, check=True, timeout=600)
 
-    def stop(self) -> None:
+    def stop_server(self, kill: bool = False) -> None:
+        """Stops the server but keeps the directory: every capture stream loses its device at once, and
+        start() brings a new server up on the same socket, as a device that comes back.
+        kill=True is SIGKILL: the device vanishes without a goodbye."""
         if self._server is not None and self._server.poll() is None:
-            os.killpg(self._server.pid, signal.SIGTERM)
+            os.killpg(self._server.pid, signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 self._server.wait(5)
             except subprocess.TimeoutExpired:
                 os.killpg(self._server.pid, signal.SIGKILL)
                 self._server.wait()
+
+    def stop(self) -> None:
+        self.stop_server()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> VirtualMic:

