@@ -320,6 +320,35 @@ def realtime_pass(config: Config, model: Model, path: Path, seconds: float, what
     }
 
 
+def busy_cpu_s() -> float | None:
+    """Seconds all CPUs have spent busy since boot (/proc/stat), or None where there is no /proc."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def own_cpu_s() -> float:
+    """This process's CPU seconds, plus its finished children's (hook commands)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+class Contention:
+    """How many cores other processes kept busy meanwhile: numbers taken on a shared machine say so."""
+
+    def __init__(self) -> None:
+        self._busy, self._own, self._wall = busy_cpu_s(), own_cpu_s(), time.perf_counter()
+
+    def other_cores(self) -> float | None:
+        busy = busy_cpu_s()
+        if busy is None or self._busy is None:
+            return None
+        others = (busy - self._busy) - (own_cpu_s() - self._own)
+        return max(0.0, others) / (time.perf_counter() - self._wall)
+
+
 def machine() -> dict[str, Any]:
     import onnxruntime
 
@@ -346,6 +375,7 @@ class BenchOptions:
 
 def run(config: Config, options: BenchOptions) -> dict[str, Any]:
     """Every measurement of one bench run, as the JSON that --json writes."""
+    contention = Contention()
     with tempfile.TemporaryDirectory(prefix="kws-bench-") as tmp:
         work = Path(tmp)
         config = bench_config(config, work / "events.jsonl", options.threshold)
@@ -401,6 +431,7 @@ def run(config: Config, options: BenchOptions) -> dict[str, Any]:
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if checkpoint is not None:
             result["compare"] = compare(result, audio, config.detector, checkpoint)
+    result["machine"]["other_processes_cores"] = contention.other_cores()
     return result
 
 
@@ -455,6 +486,11 @@ def report(result: dict[str, Any]) -> str:
             f"of one core, gate open {idle['gate_open_share']:.0%}"
         )
     lines.append(f"peak RSS {result['peak_rss_mib']:.0f} MiB (before any --compare engine is loaded)")
+    others = result["machine"]["other_processes_cores"]
+    if others is not None and others >= 0.05:
+        lines.append(
+            f"note: other processes kept {others:.2f} cores busy meanwhile; these numbers are contended"
+        )
     if "compare" in result:
         lines += ["", compare_report(result)]
     return "\n".join(lines)

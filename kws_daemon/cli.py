@@ -46,7 +46,8 @@ class JournalFormatter(logging.Formatter):
 
 def print_error(message: str) -> None:
     prefix = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
-    print(f"{prefix}kws-daemon: error: {message}", file=sys.stderr, flush=True)
+    one_line = " ".join(message.splitlines())  # a file name may hold a newline; the error stays one line
+    print(f"{prefix}kws-daemon: error: {one_line}", file=sys.stderr, flush=True)
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -102,21 +102,26 @@ class Config:
                 close = difflib.get_close_matches(kw.name, info.labels, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(
-                    f"keywords[{i}].name: '{kw.name}' is not a label of the model in {info.path}; "
+                    f"keywords[{i}].name: '{_shown(kw.name)}' is not a label of the model in {info.path}; "
                     f"{hint}labels: {', '.join(info.keyword_labels)}"
                 )
+
+
+def _shown(text: str) -> str:
+    """Text from the config as an error message may quote it: on one line, control characters escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 reads yes/no/on/off (keywords!) as booleans."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        """PyYAML raises plain ValueErrors for values its own tags cannot hold (`2001-02-30`, `!!int x`):
-        made YAML errors with a position, like every other YAML mistake."""
+        """PyYAML's constructors crash on values their tags cannot hold (`2001-02-30`, `!!int x`,
+        `!!float ""`, `!!timestamp x`): made YAML errors with a position, like every other mistake."""
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError, TypeError) as e:
-            problem = f"invalid value ({e})"
+        except (ValueError, OverflowError, TypeError, IndexError, AttributeError) as e:
+            problem = f"invalid value ({e})" if isinstance(e, ValueError) else "invalid value for its tag"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
@@ -145,7 +150,7 @@ class _Section:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
-                raise ConfigError(f"{self.key(str(key))}: unknown key{hint}")
+                raise ConfigError(f"{self.key(_shown(str(key)))}: unknown key{hint}")
         self.data = data
 
     def key(self, name: str) -> str:
@@ -221,7 +226,7 @@ def _hook(where: str, data: Any) -> HookConfig:
         )
     kinds = [k for k in HOOK_KINDS if k in data]
     if len(kinds) != 1:
-        unknown = [str(k) for k in data if k not in (*HOOK_KINDS, "timeout_s")]
+        unknown = [_shown(str(k)) for k in data if k not in (*HOOK_KINDS, "timeout_s")]
         if not kinds and unknown:
             raise ConfigError(
                 f"{where}: unknown hook type '{unknown[0]}'; use one of {', '.join(HOOK_KINDS)}"
@@ -286,7 +291,7 @@ def _keywords(key: str, value: Any) -> tuple[KeywordConfig, ...]:
     names = [k.name for k in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"{key}: '{dupes[0]}' is listed more than once")
+        raise ConfigError(f"{key}: '{_shown(dupes[0])}' is listed more than once")
     return tuple(out)
 
 

@@ -164,7 +164,13 @@ def _append_jsonl(hook: HookConfig, event: KeywordEvent) -> None:
 class HookRunner:
     """One configured hook: a bounded queue and `workers` threads that run it."""
 
-    def __init__(self, hook: HookConfig, stats: LatencyStats, queue_size: int = 16, workers: int = 2) -> None:
+    def __init__(
+        self, hook: HookConfig, stats: LatencyStats, queue_size: int = 16, workers: int | None = None
+    ) -> None:
+        """`workers` defaults to 2, so that a hanging run does not hold up the next event; a jsonl hook
+        has 1, so that its lines stay in the order of the events (appending a line is quick)."""
+        if workers is None:
+            workers = 1 if hook.kind == "jsonl" else 2
         self.hook = hook
         self.counters = HookCounters()
         self._count_lock = threading.Lock()

@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import numpy as np
 from kws_daemon.errors import KwsError
 from kws_daemon.features import FbankParams
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
 
 
@@ -52,7 +50,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _labels(path: Path, id2label: Any) -> tuple[str, ...]:
     """config.json's id2label as a tuple. Labels reach logs, STATUS= and hook environments, so
-    control characters (a newline forging a log line, a NUL) are refused."""
+    unprintable characters (a newline forging a log line, a NUL) are refused."""
     if not isinstance(id2label, dict) or not id2label:
         raise KwsError(f'model directory {path}: config.json needs an "id2label" object of labels')
     try:
@@ -60,10 +58,10 @@ def _labels(path: Path, id2label: Any) -> tuple[str, ...]:
     except KeyError as e:
         raise KwsError(f"model directory {path}: config.json id2label lacks index {e}") from None
     for i, label in enumerate(labels):
-        if not isinstance(label, str) or not label or _CONTROL.search(label):
+        if not isinstance(label, str) or not label or not label.isprintable():
             raise KwsError(
-                f"model directory {path}: config.json label {i} must be a non-empty string without "
-                f"control characters (got {label!r})"
+                f"model directory {path}: config.json label {i} must be a non-empty string of printable "
+                f"characters (got {label!r})"
             )
     if len(set(labels)) != len(labels):
         raise KwsError(f"model directory {path}: config.json id2label repeats a label")

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 
 from kws_daemon.audio.vad import VadGate
-from kws_daemon.bench import BenchStats, GateSplit, bench_config, fast_pass, generated_stream, write_wav
+from kws_daemon.bench import (
+    BenchStats,
+    Contention,
+    GateSplit,
+    bench_config,
+    fast_pass,
+    generated_stream,
+    write_wav,
+)
 from kws_daemon.config import Config, HookConfig, KeywordConfig
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
@@ -80,6 +88,24 @@ def test_gate_split_attributes_cpu_by_gate_state() -> None:
     assert math.isnan(GateSplit().per_audio_s(True)) and math.isnan(GateSplit().percent())
 
 
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc/stat")
+def test_contention_counts_other_processes_not_the_bench() -> None:
+    contention = Contention()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.5)
+        others = contention.other_cores()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert others is not None and others >= 0.5
+    mine = Contention()
+    deadline = time.process_time() + 0.5
+    while time.process_time() < deadline:  # the bench's own work is not contention
+        pass
+    assert (mine.other_cores() or 0.0) < others
+
+
 def test_fast_pass_dispatches_every_steady_state_event_to_the_hook(tmp_path: Path) -> None:
     events_file = tmp_path / "events.jsonl"
     config = bench_config(Config(), events_file, 0.0)
@@ -116,6 +142,7 @@ def test_bench_measures_every_stage_end_to_end_cpu_and_memory(tmp_path: Path) ->
     assert data["idle"]["seconds"] == 2 and data["idle"]["cpu_percent"] > 0
     assert data["model"]["load_s"] > 0 and data["peak_rss_mib"] > 10
     assert data["stream"]["seconds"] == 6 and data["machine"]["cores"] >= 1
+    assert data["machine"]["other_processes_cores"] >= 0
     assert plot.read_bytes().startswith(PNG)
     for label in ("capture queue", "keyword end → hook started", "CPU % of one core", "peak RSS", "idle"):
         assert label in stdout

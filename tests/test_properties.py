@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kws_daemon.audio.sources import read_audio
@@ -35,6 +35,8 @@ SCALARS = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20)
     | st.sampled_from(["yes", "no", "-", "http://127.0.0.1:1/x", "file:///etc/passwd", "9464", "[::1]:1"])
+    # strings the OS or the URL parser refuse: a NUL, a file name over 255 bytes, bad ports and hosts
+    | st.sampled_from(["a\0b", "x" * 300, "http://[::1", "http://a:99999/", "http://:80/", "https://"])
 )
 # YAML-shaped data near the schema: known keys, any values, nested
 DATA = st.recursive(
@@ -65,8 +67,11 @@ def _config_or_error(make: Any) -> None:
         assert "\n" not in str(e)
 
 
-@SETTINGS
-@given(DATA)
+@settings(SETTINGS, max_examples=300)
+@given(st.dictionaries(st.sampled_from(KEYS[:8]), DATA, max_size=5) | DATA)
+@example({"model": "x" * 300})  # Path.exists() raised ENAMETOOLONG
+@example({"hooks": [{"webhook": "http://[::1"}]})  # urlparse raised ValueError
+@example({"\n": None})  # an error message on two lines
 def test_any_yaml_data_gives_a_config_or_a_config_error(data: Any) -> None:
     _config_or_error(lambda: parse(data))
     _config_or_error(lambda: parse({"hooks": [data], "keywords": [data]}))
@@ -74,6 +79,10 @@ def test_any_yaml_data_gives_a_config_or_a_config_error(data: Any) -> None:
 
 @SETTINGS
 @given(YAML_TEXT | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+@example("a: 2001-02-30")  # the crashes found so far: ValueError,
+@example("[" * 2000)  # RecursionError,
+@example("x: !!float ''")  # IndexError,
+@example("x: !!timestamp x")  # AttributeError
 def test_any_config_file_gives_a_config_or_a_config_error(text: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "config.yaml"
@@ -128,8 +137,12 @@ AUDIO_BYTES = st.binary(max_size=4000) | st.builds(
 )
 
 
+RATE_1_HZ = _wav_header(1, 1, 1, 16, 8000) + bytes(8000)  # empty blocks: read forever
+
+
 @settings(SETTINGS, max_examples=200)
 @given(AUDIO_BYTES)
+@example(RATE_1_HZ)
 def test_any_bytes_read_as_audio_give_audio_or_a_kws_error(blob: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "clip.wav"
@@ -145,6 +158,7 @@ def test_any_bytes_read_as_audio_give_audio_or_a_kws_error(blob: bytes) -> None:
 
 @settings(SETTINGS, max_examples=30)
 @given(AUDIO_BYTES)
+@example(RATE_1_HZ)
 def test_detect_on_any_bytes_exits_0_1_or_2_with_one_line_errors(blob: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "clip.wav"

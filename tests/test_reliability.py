@@ -73,7 +73,7 @@ CORRUPT: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "newline in a label": (
         lambda m: _labels(m, lambda i, label: "yes\nkws-daemon: INFO: forged" if i == 33 else label),
-        r"config\.json label 33 must be a non-empty string without control characters",
+        r"config\.json label 33 must be a non-empty string of printable characters",
     ),
     "std 0": (_edit_json("preprocessor_config.json", std=0), r"a std above 0"),
     "missing model.onnx": (lambda m: (m / "model.onnx").unlink(), r"model\.onnx is missing"),

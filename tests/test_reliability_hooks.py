@@ -86,6 +86,18 @@ def test_dropped_events_are_all_counted_but_logged_within_a_budget(caplog: pytes
     runner.close(time.monotonic() + 5)
 
 
+def test_jsonl_lines_stay_in_the_order_of_the_events(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    runner = HookRunner(HookConfig("jsonl", str(out)), LatencyStats())
+    for burst in range(8):  # bursts that fit the queue, as when a file is replayed
+        for i in range(15):
+            runner.submit(KeywordEvent("yes", 0.5, burst * 15 + i, time.time(), time.monotonic()))
+        wait_until(lambda n=burst: out.exists() and len(out.read_text().splitlines()) == 15 * (n + 1), "lost")
+    runner.close(time.monotonic() + 10)
+    times = [json.loads(line)["time_s"] for line in out.read_text().splitlines()]
+    assert times == sorted(times) and runner.counters.dropped == 0
+
+
 @pytest.fixture
 def bad_server() -> Iterator[tuple[int, list[str]]]:
     """Accepts connections and reads the request; then /hang never answers, /trickle sends its headers

@@ -48,27 +48,16 @@ def test_tiny_training_run_exports_a_loadable_model(tmp_path) -> None:
     fit(teacher, sets["train"], sets["val"], Schedule(epochs=1, lr=1e-3, batch=8), tmp_path / "t.pt", seed=0)
     soft = predict(teacher, sets["train"])
     student = make_student(StudentShape(hidden=32, layers=1, heads=2), seed=0)
-    history = fit(
-        student,
-        sets["train"],
-        sets["val"],
-        Schedule(epochs=2, lr=1e-3, batch=8),
-        tmp_path / "s.pt",
-        seed=0,
-        teacher_logits=soft,
-    )
+
+    def train_student() -> list[dict]:
+        schedule = Schedule(epochs=2, lr=1e-3, batch=8)
+        return fit(
+            student, sets["train"], sets["val"], schedule, tmp_path / "s.pt", seed=0, teacher_logits=soft
+        )
+
+    history = train_student()
     assert [h["epoch"] for h in history] == [1, 2]
-    # resuming a finished run trains nothing more and keeps the history
-    resumed = fit(
-        student,
-        sets["train"],
-        sets["val"],
-        Schedule(epochs=2, lr=1e-3, batch=8),
-        tmp_path / "s.pt",
-        seed=0,
-        teacher_logits=soft,
-    )
-    assert resumed == history
+    assert train_student() == history  # resuming a finished run trains nothing more and keeps the history
 
     from transformers import ASTFeatureExtractor
 
