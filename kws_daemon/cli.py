@@ -59,6 +59,16 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1440:
+        raise argparse.ArgumentTypeError(f"must be minutes between 0 and 1440 (got {text!r})")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.input:
@@ -66,6 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.device is not None:
         device: str | int = int(args.device) if args.device.isdigit() else args.device
         config = config.with_audio(device=device, input=None)
+    if args.stats_interval is not None:
+        config = replace(config, stats_interval_s=args.stats_interval * 60)
     return Daemon(config, record=args.record).run()
 
 
@@ -172,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="input device name or index (overrides audio.device)")
     p.add_argument("--input", help="WAV/FLAC file, or - for raw s16le 16 kHz mono on stdin")
     p.add_argument("--record", metavar="WAV", help="also write the captured audio here (replay with detect)")
+    p.add_argument(
+        "--stats-interval", type=_minutes, metavar="MIN", help="also log the stats line every MIN minutes"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("detect", help="replay audio files through the pipeline and print detections")

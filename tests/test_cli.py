@@ -132,3 +132,14 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_missing_model_dir(tmp_path: Path) -> None:
     result = kws("detect", "--model", str(tmp_path / "nope"), str(DEMO_WAV))
     assert result.returncode == 1 and b"does not exist" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_stats_interval_logs_while_running(tmp_path: Path) -> None:
+    """--stats-interval MIN logs the stats line during the run, not only at exit."""
+    config = tmp_path / "config.yaml"
+    config.write_text("audio: {realtime: true}\n")
+    result = kws("run", "--config", str(config), "--input", str(DEMO_WAV), "--stats-interval", "0.03")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(b"stats:") >= 3  # every 1.8 s over 8.2 s of paced audio, and at exit
+    bad = kws("run", "--stats-interval", "soon")
+    assert bad.returncode == 2 and b"must be minutes" in bad.stderr
