@@ -8,6 +8,7 @@ import io
 import signal
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,14 @@ AUDIO_BYTES = st.binary(max_size=4000) | st.builds(
 )
 
 
+@contextlib.contextmanager
+def _as_file(blob: bytes) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "clip.wav"
+        path.write_bytes(blob)
+        yield path
+
+
 RATE_1_HZ = _wav_header(1, 1, 1, 16, 8000) + bytes(8000)  # empty blocks: read forever
 
 
@@ -144,9 +153,7 @@ RATE_1_HZ = _wav_header(1, 1, 1, 16, 8000) + bytes(8000)  # empty blocks: read f
 @given(AUDIO_BYTES)
 @example(RATE_1_HZ)
 def test_any_bytes_read_as_audio_give_audio_or_a_kws_error(blob: bytes) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "clip.wav"
-        path.write_bytes(blob)
+    with _as_file(blob) as path:
         try:
             with _within(20):
                 audio, rate = read_audio(path)
@@ -160,9 +167,7 @@ def test_any_bytes_read_as_audio_give_audio_or_a_kws_error(blob: bytes) -> None:
 @given(AUDIO_BYTES)
 @example(RATE_1_HZ)
 def test_detect_on_any_bytes_exits_0_1_or_2_with_one_line_errors(blob: bytes) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "clip.wav"
-        path.write_bytes(blob)
+    with _as_file(blob) as path:
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), _within(30):
             status = main(["detect", "--threshold", "0", str(path)])
