@@ -39,11 +39,11 @@ from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
+from kws_daemon.machine import cpu_name
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model
 from kws_daemon.pipeline import RATE, Pipeline
 from kws_daemon.service import load_model
-from kws_daemon.toolchain.measure import cpu_name
 
 STAGE_NAMES = {
     "queue": "capture queue",

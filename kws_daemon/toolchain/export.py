@@ -27,8 +27,9 @@ import numpy as np
 from kws_daemon import __version__
 from kws_daemon.errors import KwsError
 from kws_daemon.features import FbankParams
+from kws_daemon.machine import cpu_name
 from kws_daemon.model import Model, ModelInfo, sha256_file
-from kws_daemon.toolchain.measure import cpu_name, latency_ms, onnx_logits
+from kws_daemon.toolchain.measure import latency_ms, onnx_logits
 from kws_daemon.toolchain.progress import Steps, quiet
 from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8, quantize_static_int8
 from kws_daemon.toolchain.report import model_card

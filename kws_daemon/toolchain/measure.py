@@ -46,13 +46,3 @@ def latency_ms(path: Path, window: np.ndarray, threads: int = 1, runs: int = 20)
         "p50": round(float(np.percentile(times, 50)), 2),
         "p95": round(float(np.percentile(times, 95)), 2),
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
