@@ -237,12 +237,19 @@ def synthetic_clips(voices: list[Voice]) -> Iterator[Clip]:
         yield Clip(audio, background, "train", f"other:{voice.engine}", voice.id)
 
 
-def build_corpus(real_root: Path, voices: list[Voice] | None = None) -> Corpus:
-    corpus = Corpus(rirs=room_impulses())
+def split_noise(real_root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each noise recording cut in two: the first 75 % for training, the rest held out."""
+    train, held_out = [], []
     for audio in noise_recordings(real_root).values():
         cut = int(len(audio) * NOISE_TRAIN_FRACTION)
-        corpus.noise_train.append(audio[:cut])
-        corpus.noise_test.append(audio[cut:])
+        train.append(audio[:cut])
+        held_out.append(audio[cut:])
+    return train, held_out
+
+
+def build_corpus(real_root: Path, voices: list[Voice] | None = None) -> Corpus:
+    noise_train, noise_test = split_noise(real_root)
+    corpus = Corpus(noise_train=noise_train, noise_test=noise_test, rirs=room_impulses())
     corpus.clips.extend(real_clips(real_root))
     corpus.clips.extend(synthetic_clips(available_voices() if voices is None else voices))
     return corpus

@@ -18,11 +18,10 @@ from kws_daemon.evaluate import Placement, clip_posteriors, run_stream, score_st
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.toolchain.dataset import (
     LABELS,
-    NOISE_TRAIN_FRACTION,
     FeatureSet,
     held_out_sentences,
-    noise_recordings,
     real_clips,
+    split_noise,
 )
 from kws_daemon.toolchain.synth import available_voices, synthesise_all
 
@@ -63,13 +62,9 @@ def _mix(
     return seg * (10 ** (rng.uniform(*level_db) / 20) / (np.abs(seg).max() + 1e-9))
 
 
-def false_accept_stream(real_root: Path, hours: float, seed: int) -> np.ndarray:
+def false_accept_stream(noise: list[np.ndarray], hours: float, seed: int) -> np.ndarray:
     """Held-out noise (the last 25 % of each recording) with held-out non-keyword sentences, int16."""
     rng = np.random.default_rng(seed + 100)
-    noise = [
-        a[int(len(a) * NOISE_TRAIN_FRACTION) :].astype(np.float32) / 32768
-        for a in noise_recordings(real_root).values()
-    ]
     voices = available_voices()
     chosen = [voices[i] for i in rng.choice(len(voices), size=min(48, len(voices)), replace=False)]
     speech = [a.astype(np.float32) / 32768 for _, _, a in synthesise_all(chosen, list(held_out_sentences()))]
@@ -84,13 +79,9 @@ def false_accept_stream(real_root: Path, hours: float, seed: int) -> np.ndarray:
     return np.clip(audio * 32768, -32768, 32767).astype(np.int16)
 
 
-def keyword_stream(real_root: Path, seed: int) -> tuple[np.ndarray, list[Placement]]:
+def keyword_stream(noise: list[np.ndarray], real_root: Path, seed: int) -> tuple[np.ndarray, list[Placement]]:
     """The held-out real speakers' keyword clips in a row, 1-2 s of held-out noise between them."""
     rng = np.random.default_rng(seed + 200)
-    noise = [
-        a[int(len(a) * NOISE_TRAIN_FRACTION) :].astype(np.float32) / 32768
-        for a in noise_recordings(real_root).values()
-    ]
     parts, placements, at = [], [], 0
     for clip in real_clips(real_root):
         if clip.split != "test" or clip.origin.startswith("real:fsdd"):
@@ -110,8 +101,9 @@ def keyword_stream(real_root: Path, seed: int) -> tuple[np.ndarray, list[Placeme
 def streaming_report(
     model: Model, real_root: Path, hours: float, seed: int, thresholds: tuple[float, ...]
 ) -> dict[str, Any]:
-    fa_audio = false_accept_stream(real_root, hours, seed)
-    kw_audio, placements = keyword_stream(real_root, seed)
+    noise = [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]  # held out from training
+    fa_audio = false_accept_stream(noise, hours, seed)
+    kw_audio, placements = keyword_stream(noise, real_root, seed)
     fa_hours = len(fa_audio) / RATE / 3600
     sweep = []
     for threshold in thresholds:
