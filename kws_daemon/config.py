@@ -49,7 +49,7 @@ class AudioConfig:
     realtime: bool = False
     loop: bool = False
     sample_rate: int | None = None  # capture rate; None: 16000 when the device can, else its default
-    block_ms: int = 30
+    block_ms: int = 100  # = hop_ms: one wake-up per window (idle CPU), each window complete on arrival
     buffer_s: float = 10.0
 
 
@@ -342,7 +342,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
             realtime=audio.get("realtime", False, _bool),
             loop=audio.get("loop", False, _bool),
             sample_rate=audio.get("sample_rate", None, _int(8000, 192000)),
-            block_ms=audio.get("block_ms", 30, _int(10, 200, (10, 20, 30, 40, 50, 60, 80, 100, 200))),
+            block_ms=audio.get("block_ms", 100, _int(10, 200, (10, 20, 30, 40, 50, 60, 80, 100, 200))),
             buffer_s=audio.get("buffer_s", 10.0, _float(1.0, 600.0)),
         ),
         vad=VadConfig(

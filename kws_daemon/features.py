@@ -72,21 +72,45 @@ class Fbank:
         return np.log(np.maximum(MEL_FLOOR, power @ self._mel)).astype(np.float32)
 
 
-class StreamingFbank:
-    """Feeds samples in any block size and returns only the frames that became complete."""
+class FrameStore:
+    """The last few seconds of audio, and log-mel frames computed from them only when asked for.
 
-    def __init__(self, num_mel_bins: int = 128) -> None:
+    The pipeline asks only for the frames of windows the VAD gate lets through, so a silent room
+    costs no FFTs. Each frame depends on its own 400 samples alone, so a frame computed late (the
+    pre-roll, when the gate opens) is bit-for-bit the one the batch extractor gives.
+    """
+
+    def __init__(self, num_mel_bins: int, capacity_frames: int) -> None:
         self._fbank = Fbank(num_mel_bins)
-        self._pending = np.empty(0, dtype=np.float32)
-        self.frames_emitted = 0
+        self._audio = np.zeros((capacity_frames - 1) * FRAME_SHIFT + FRAME_LENGTH, dtype=np.float32)
+        self._frames = np.zeros((capacity_frames, num_mel_bins), dtype=np.float32)
+        self.samples = 0  # samples ever pushed
+        self._lo = self._hi = 0  # the cached frames: [lo, hi)
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        self._pending = np.concatenate([self._pending, audio.astype(np.float32)])
-        frames = self._fbank(self._pending)
-        consumed = len(frames) * FRAME_SHIFT
-        self._pending = self._pending[consumed:]
-        self.frames_emitted += len(frames)
-        return frames
+    @property
+    def n_frames(self) -> int:
+        """Frames whose samples have all arrived."""
+        return frame_count(self.samples)
+
+    def push(self, audio: np.ndarray) -> None:
+        """Float audio in [-1, 1); blocks longer than the store keep their newest samples."""
+        audio = audio[-len(self._audio) :]
+        idx = np.arange(self.samples, self.samples + len(audio)) % len(self._audio)
+        self._audio[idx] = audio
+        self.samples += len(audio)
+
+    def frames(self, start: int, end: int) -> np.ndarray:
+        """Frames [start, end), which must lie within the last `capacity_frames` frames."""
+        if not self._lo <= start <= self._hi:
+            self._lo = self._hi = start
+        if end > self._hi:
+            first = self._hi * FRAME_SHIFT
+            idx = np.arange(first, (end - 1) * FRAME_SHIFT + FRAME_LENGTH) % len(self._audio)
+            new = self._fbank(self._audio[idx])
+            self._frames[np.arange(self._hi, end) % len(self._frames)] = new
+            self._hi = end
+            self._lo = max(self._lo, end - len(self._frames))
+        return self._frames[np.arange(start, end) % len(self._frames)]
 
 
 def pad_and_normalise(frames: np.ndarray, params: FbankParams) -> np.ndarray:

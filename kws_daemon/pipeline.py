@@ -1,8 +1,8 @@
 """Audio blocks in, keyword events out: VAD gate, streaming features, sliding windows, model, detector.
 
 Single-threaded and free of I/O, so the daemon, `detect` and the benchmarks all run this same code.
-Features are computed for every 10 ms frame as audio arrives (cheap, and it keeps the frame ring
-complete); the transformer, the expensive part, runs only for windows the VAD gate lets through.
+Only the VAD runs on every block. Log-mel frames and the transformer are computed only for the
+windows the gate lets through (pre-roll included), so a silent room costs almost nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.vad import AlwaysOpen, VadGate
 from kws_daemon.config import Config
 from kws_daemon.detector import Detector, KeywordEvent
-from kws_daemon.features import FRAME_LENGTH, FRAME_SHIFT, StreamingFbank, frame_count, pad_and_normalise
+from kws_daemon.features import (
+    FRAME_LENGTH,
+    FRAME_SHIFT,
+    FrameStore,
+    frame_count,
+    int16_to_float,
+    pad_and_normalise,
+)
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model
 
 RATE = 16000
+GRID_LAG = 2  # a frame ends 15 ms past its 10 ms slot: 1.5 frames, rounded up
 
 
 def keyword_thresholds(
@@ -61,14 +69,12 @@ class Pipeline:
             if config.vad.enabled
             else AlwaysOpen()
         )
-        self._fbank = StreamingFbank(info.fbank.num_mel_bins)
         self._window = min(frame_count(RATE * config.detector.window_ms // 1000), info.fbank.max_length)
         self._hop = config.detector.hop_ms // 10
         self._pre_roll = config.vad.pre_roll_ms // 10
-        capacity = self._window + self._pre_roll + 2048
-        self._frames = np.zeros((capacity, info.fbank.num_mel_bins), dtype=np.float32)
-        self._n_frames = 0  # frames ever computed
-        self._next_end = self._hop  # frame count at which the next window ends
+        # room for a window reaching back over the pre-roll from the end of the longest block (200 ms)
+        self._store = FrameStore(info.fbank.num_mel_bins, self._window + self._pre_roll + 2048)
+        self._next_end = self._grid_end(1)  # frame count at which the next window ends
         self._last_end = 0  # end of the last evaluated window
         self._was_open = False
         self._resampler: Resampler | None = None
@@ -96,56 +102,52 @@ class Pipeline:
             else np.zeros(0, np.int16)
         )
         events = self._consume(tail, t0, time.time(), t0)
-        if self._n_frames > self._last_end and self._was_open:
-            events += self._evaluate([self._n_frames], t0, time.time())
+        n_frames = self._store.n_frames
+        if n_frames > self._last_end and self._was_open:
+            events += self._evaluate([n_frames], t0, time.time())
         return events
 
     def _consume(self, samples: np.ndarray, t_mono: float, t_wall: float, t0: float) -> list[KeywordEvent]:
         self.counters.blocks += 1
         self.counters.samples += len(samples)
         is_open = self._vad(samples)
-        t1 = time.monotonic()
-        new = self._fbank(samples.astype(np.float32) / 32768.0)
-        self._push_frames(new)
-        t2 = time.monotonic()
-        self.stats.observe("vad", (t1 - t0) * 1000)
-        self.stats.observe("features", (t2 - t1) * 1000)
-
+        self.stats.observe("vad", (time.monotonic() - t0) * 1000)
+        self._store.push(int16_to_float(samples))
+        n_frames = self._store.n_frames
         ends = []
         if is_open:
             self.counters.gate_open_blocks += 1
             if not self._was_open and self._vad.onset is not None:
                 onset_frame = max(0, self._vad.onset // FRAME_SHIFT - self._pre_roll)
-                first = max(self._last_end + self._hop, math.ceil(onset_frame / self._hop) * self._hop)
-                self._next_end = max(first, self._hop)
-            while self._next_end <= self._n_frames:
+                self._next_end = max(self._last_end + self._hop, self._grid_end(max(1, onset_frame)))
+            while self._next_end <= n_frames:
                 ends.append(self._next_end)
                 self._next_end += self._hop
         else:
             if self._was_open:
                 self.detector.reset()
-            self._next_end = (self._n_frames // self._hop + 1) * self._hop
+            self._next_end = self._grid_end(n_frames + 1)
         self._was_open = is_open
         return self._evaluate(ends, t_mono, t_wall) if ends else []
 
-    def _push_frames(self, new: np.ndarray) -> None:
-        capacity = len(self._frames)
-        for row in new[-capacity:]:
-            self._frames[self._n_frames % capacity] = row
-            self._n_frames += 1
+    def _grid_end(self, frame: int) -> int:
+        """The first window end at or after `frame` on the hop grid.
 
-    def _window_frames(self, end: int) -> np.ndarray:
-        start = max(0, end - self._window)
-        idx = np.arange(start, end) % len(self._frames)
-        return self._frames[idx]
+        The grid is phased so that a window's last sample falls just before a multiple of hop_ms:
+        with blocks of hop_ms (or a multiple), each window is complete when its block arrives
+        instead of waiting most of a block for the 15 ms by which a frame overhangs its hop.
+        """
+        return math.ceil((frame + GRID_LAG) / self._hop) * self._hop - GRID_LAG
 
     def _evaluate(self, ends: list[int], t_mono: float, t_wall: float) -> list[KeywordEvent]:
         events = []
         for end in ends:
             end_sample = (end - 1) * FRAME_SHIFT + FRAME_LENGTH
             behind_s = max(0.0, (self.counters.samples - end_sample) / RATE)
+            t_f = time.monotonic()
+            frames = self._store.frames(max(0, end - self._window), end)
             t_a = time.monotonic()
-            window = pad_and_normalise(self._window_frames(end), self._params)
+            window = pad_and_normalise(frames, self._params)
             posteriors = self.model(window[None])[0]
             t_b = time.monotonic()
             if self._last_end and end > self._last_end + self._hop:
@@ -154,6 +156,7 @@ class Pipeline:
             hit = self.detector(posteriors, end_sample / RATE)
             t_c = time.monotonic()
             self.counters.windows += 1
+            self.stats.observe("features", (t_a - t_f) * 1000)
             self.stats.observe("inference", (t_b - t_a) * 1000)
             self.stats.observe("detection", (t_c - t_b) * 1000)
             if hit:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kws_daemon.audio.sources import read_audio
-from kws_daemon.features import Fbank, FbankParams, StreamingFbank, frame_count, pad_and_normalise
+from kws_daemon.features import Fbank, FbankParams, FrameStore, frame_count, pad_and_normalise
 from tests.conftest import DEMO_WAV
 
 SC = FbankParams(num_mel_bins=128, mean=-6.845978, std=5.5654526, max_length=128)
@@ -49,19 +49,25 @@ def test_matches_on_real_speech(kws_real) -> None:
         assert np.abs(pad_and_normalise(Fbank(128)(audio), SC) - _reference(audio)).max() < 1e-3
 
 
-def test_streaming_equals_batch_for_any_block_sizes() -> None:
+def test_frames_on_demand_equal_batch_for_any_block_sizes_and_ranges() -> None:
+    """Frames computed late, in any order of block sizes and requested ranges, are the batch frames."""
     rng = np.random.default_rng(2)
-    audio = (rng.standard_normal(16000 * 3) * 0.2).astype(np.float32)
-    stream = StreamingFbank(128)
-    parts, i = [], 0
+    audio = (rng.standard_normal(16000 * 6) * 0.2).astype(np.float32)
+    batch = Fbank(128)(audio)
+    store = FrameStore(128, capacity_frames=150)
+    i, checked = 0, 0
     while i < len(audio):
-        n = int(rng.integers(1, 2000))
-        parts.append(stream(audio[i : i + n]))
-        i += n
-    streamed = np.concatenate(parts)
-    assert streamed.shape == (frame_count(len(audio)), 128)
-    assert stream.frames_emitted == len(streamed)
-    np.testing.assert_array_equal(streamed, Fbank(128)(audio))
+        block = audio[i : i + int(rng.integers(1, 4000))]
+        store.push(block)
+        i += len(block)
+        assert store.n_frames == frame_count(i)
+        if rng.random() < 0.5 and store.n_frames > 0:  # skipped stretches are never computed
+            end = int(rng.integers(max(1, store.n_frames - 40), store.n_frames + 1))
+            start = max(0, end - int(rng.integers(1, 101)))
+            np.testing.assert_array_equal(store.frames(start, end), batch[start:end])
+            checked += 1
+    assert checked > 10
+    np.testing.assert_array_equal(store.frames(len(batch) - 150, len(batch)), batch[-150:])
 
 
 def test_frame_count_is_kaldi_snip_edges() -> None:

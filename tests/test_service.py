@@ -26,7 +26,7 @@ from kws_daemon.sdnotify import Notifier
 from tests.conftest import DEMO_WAV, ROOT
 
 MODEL = ROOT / "models" / "default"
-BLOCK = 480  # samples in a 30 ms block at 16 kHz, the stdin source's block
+BLOCK = 1600  # samples in a 100 ms block at 16 kHz, the stdin source's default block
 TIMEOUT = 30.0  # generous: CI machines are shared
 
 
@@ -166,7 +166,7 @@ class DaemonProcess:
 
 
 class Feeder:
-    """Writes silent 30 ms blocks to the daemon's stdin at about real time, as a microphone would,
+    """Writes silent 100 ms blocks to the daemon's stdin at about real time, as a microphone would,
     until paused (the pipe stays open: a stalled capture) or stopped."""
 
     def __init__(self, daemon: DaemonProcess) -> None:

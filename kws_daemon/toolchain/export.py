@@ -65,15 +65,13 @@ def load_checkpoint(source: str | Path) -> tuple[Any, Any]:
         missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
         if missing:
             raise KwsError(f"{source}: not a checkpoint directory ({', '.join(missing)} missing)")
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers import AutoFeatureExtractor
 
     try:
         with quiet("transformers", "huggingface_hub"), warnings.catch_warnings():
             # the extractor's own mel filter bank (not the one we use) warns about 128 bins
             warnings.filterwarnings("ignore", "At least one mel filter has all zero values")
-            model, loading = AutoModelForAudioClassification.from_pretrained(
-                str(source), output_loading_info=True
-            )
+            model, loading = _load_model(source)
             extractor = AutoFeatureExtractor.from_pretrained(str(source))
     except Exception as e:  # transformers, huggingface_hub and safetensors each raise their own types
         what = "checkpoint" if path.exists() else "hub id (and no local directory of that name)"
@@ -92,6 +90,22 @@ def load_checkpoint(source: str | Path) -> tuple[Any, Any]:
     if int(extractor.sampling_rate) != 16000:
         raise KwsError(f"{source}: sampling_rate {extractor.sampling_rate} is not supported (16000 only)")
     return model.eval(), extractor
+
+
+def _load_model(source: str | Path) -> tuple[Any, dict[str, list[str]]]:
+    from transformers import AutoConfig, AutoModelForAudioClassification
+
+    config = AutoConfig.from_pretrained(str(source))
+    if getattr(config, "kws_stem", "linear") == "conv":
+        # the project's own student: an AST whose patch projection is a conv stem (toolchain/train.py)
+        from safetensors.torch import load_file
+
+        from kws_daemon.toolchain.train import student_from_config
+
+        model = student_from_config(config)
+        loaded = model.load_state_dict(load_file(str(Path(source) / "model.safetensors")), strict=False)
+        return model, {"missing_keys": loaded.missing_keys}
+    return AutoModelForAudioClassification.from_pretrained(str(source), output_loading_info=True)
 
 
 def export_fp32(model: Any, path: Path, max_length: int, mel_bins: int) -> None:

@@ -10,6 +10,7 @@ Every stage checkpoints, so a CPU run can stop and resume.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -31,11 +32,12 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 @dataclass(frozen=True)
 class StudentShape:
-    hidden: int = 192
-    layers: int = 6
-    heads: int = 3
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
     frequency_stride: int = 16
     time_stride: int = 16
+    stem: str = "conv"  # "conv": ConvStem; "linear": the AST's own 16x16 patch projection
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -91,10 +93,34 @@ class TeacherCNN(nn.Module):
         return self.head(y.mean(dim=(2, 3)))
 
 
-def make_student(shape: StudentShape, seed: int) -> nn.Module:
-    from transformers import ASTConfig, ASTForAudioClassification
+class ConvStem(nn.Module):
+    """Three stride-2 3x3 convolutions in place of the AST's one 16x16 patch projection.
 
-    torch.manual_seed(seed)
+    Early convolutions make a small transformer train like a CNN (Xiao et al., 2021) instead of
+    needing 100+ passes over the data; the tokens keep the AST's grid (8 x 6 for strides 16/16),
+    so position embeddings, the input contract and the ONNX export are unchanged.
+    """
+
+    def __init__(self, hidden: int, grid: tuple[int, int], size: tuple[int, int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = (1, 32, 64, hidden)
+        for cin, cout in itertools.pairwise(channels):
+            layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+            size = ((size[0] - 1) // 2 + 1, (size[1] - 1) // 2 + 1)
+        # a last stride-2 convolution whose kernel lands exactly on the AST's token grid
+        kernel = (size[0] - 2 * (grid[0] - 1), size[1] - 2 * (grid[1] - 1))
+        if min(kernel) < 1:
+            raise ValueError(f"a conv stem cannot make a {grid} token grid from {size}")
+        self.convs = nn.Sequential(*layers, nn.Conv2d(hidden, hidden, kernel, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x)  # [b, 1, mel, time] -> [b, hidden, *grid]
+
+
+def student_config(shape: StudentShape) -> Any:
+    from transformers import ASTConfig
+
     config = ASTConfig(
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -110,7 +136,27 @@ def make_student(shape: StudentShape, seed: int) -> nn.Module:
         id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)},
     )
+    config.kws_stem = shape.stem
+    return config
+
+
+def student_from_config(config: Any) -> nn.Module:
+    """An ASTForAudioClassification with the stem its config names (loadable for export)."""
+    from transformers import ASTForAudioClassification
+
     model = ASTForAudioClassification(config)
+    if getattr(config, "kws_stem", "linear") == "conv":
+        embeddings = model.audio_spectrogram_transformer.embeddings
+        grid = embeddings.get_shape(config)
+        embeddings.patch_embeddings.projection = ConvStem(
+            config.hidden_size, grid, (config.num_mel_bins, config.max_length)
+        )
+    return model
+
+
+def make_student(shape: StudentShape, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = student_from_config(student_config(shape))
     embeddings = model.audio_spectrogram_transformer.embeddings
     for p in (embeddings.position_embeddings, embeddings.cls_token, embeddings.distillation_token):
         nn.init.trunc_normal_(p, std=0.02)
