@@ -104,7 +104,7 @@ class ConvStem(nn.Module):
     def __init__(self, hidden: int, grid: tuple[int, int], size: tuple[int, int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        channels = (1, 32, 64, hidden)
+        channels = (1, 16, 32, hidden)
         for cin, cout in itertools.pairwise(channels):
             layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
             size = ((size[0] - 1) // 2 + 1, (size[1] - 1) // 2 + 1)
