@@ -179,6 +179,13 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+_STEMS = {
+    "linear": "16×16 linear patch projection",
+    "conv": "convolutional patch stem (three stride-2 3×3 convolutions with batch norm, then one"
+    " stride-2 convolution landing on the AST's token grid) in place of the 16×16 patch projection,",
+}
+
+
 def model_card(kws: dict[str, Any]) -> str:
     """MODEL_CARD.md from kws.json: provenance, training curve and every measured number."""
     prov, ev = kws["provenance"], kws["evaluation"]
@@ -191,9 +198,10 @@ def model_card(kws: dict[str, Any]) -> str:
     return f"""# kws-daemon default model
 
 A small Audio Spectrogram Transformer (Hugging Face `ASTForAudioClassification`: hidden {shape["hidden"]},
-{shape["layers"]} layers, {shape["heads"]} heads, 16×16 patches with frequency/time strides
-{shape["frequency_stride"]}/{shape["time_stride"]}, max_length 100) for the 35 Speech Commands v2 words plus
-`_background_` (silence, noise and non-keyword speech), int8 ONNX, {summary["model_bytes"] / 1e6:.2f} MB.
+{shape["layers"]} layers, {shape["heads"]} heads, a {_STEMS[shape.get("stem", "linear")]} on the token grid of
+16×16 patches with frequency/time strides {shape["frequency_stride"]}/{shape["time_stride"]}, CLS and
+distillation tokens, max_length 100) for the 35 Speech Commands v2 words plus `_background_`
+(silence, noise and non-keyword speech), int8 ONNX, {summary["model_bytes"] / 1e6:.2f} MB.
 Same front end and input contract as any AST checkpoint (128 Kaldi mel bins, Speech Commands
 normalisation), so it and an exported MIT checkpoint are interchangeable.
 
