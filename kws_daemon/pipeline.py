@@ -119,7 +119,8 @@ class Pipeline:
             self.counters.gate_open_blocks += 1
             if not self._was_open and self._vad.onset is not None:
                 onset_frame = max(0, self._vad.onset // FRAME_SHIFT - self._pre_roll)
-                self._next_end = max(self._last_end + self._hop, self._grid_end(max(1, onset_frame)))
+                after_last = self._last_end + self._hop if self._last_end else 1
+                self._next_end = max(after_last, self._grid_end(max(1, onset_frame)))
             while self._next_end <= n_frames:
                 ends.append(self._next_end)
                 self._next_end += self._hop

@@ -101,13 +101,26 @@ def test_windows_are_the_training_clips_of_the_same_audio() -> None:
     def clip(end_frame: int) -> np.ndarray:  # the 98 frames of 1 s ending at end_frame: 15,920 samples
         return floats[160 * max(0, end_frame - 98) : (end_frame - 1) * 160 + 400]
 
-    assert len(model.windows) == 19 + 1  # hops at frames 10..190 of 198, then the flush
+    # hops at frames 8..188 of 198 (the grid puts a window's last sample 5 ms before each 100 ms),
+    # then the flush
+    assert len(model.windows) == 19 + 1
     for k, window in enumerate(model.windows[:-1]):
         np.testing.assert_allclose(
-            window, pad_and_normalise(Fbank(128)(clip((k + 1) * 10)), params), atol=1e-5
+            window, pad_and_normalise(Fbank(128)(clip((k + 1) * 10 - 2)), params), atol=1e-5
         )
     # the flush scores a last window ending on the final frame
     np.testing.assert_allclose(model.windows[-1], pad_and_normalise(Fbank(128)(clip(198)), params), atol=1e-5)
+
+
+def test_each_100_ms_block_completes_one_window() -> None:
+    """With blocks of hop_ms, every block brings exactly one window, whose audio ends in that block."""
+    audio, _ = read_audio(DEMO_WAV)
+    pipeline = Pipeline(Config(vad=VadConfig(enabled=False)), Model(ModelInfo.load(default_model_dir())))
+    for i in range(0, 16000 * 3, 1600):
+        before = pipeline.counters.windows
+        pipeline.process(AudioBlock(audio[i : i + 1600], 16000, time.monotonic(), time.time()))
+        assert pipeline.counters.windows == before + 1
+        assert pipeline._last_end == pipeline._store.n_frames  # the newest frame: nothing left waiting
 
 
 def test_block_size_does_not_change_results_without_vad() -> None:
