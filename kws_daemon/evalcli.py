@@ -25,7 +25,7 @@ from kws_daemon.config import Config
 from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
-from kws_daemon.evaluate import Placement, clip_posteriors, run_stream, score_stream
+from kws_daemon.evaluate import Placement, clip_posteriors, score_stream, sweep_events
 from kws_daemon.features import Fbank, int16_to_float
 from kws_daemon.model import Model
 from kws_daemon.pipeline import RATE
@@ -79,42 +79,6 @@ def spread(items: list[LabelledClip], limit: int | None) -> list[LabelledClip]:
 def load_16k(path: Path) -> np.ndarray:
     samples, rate = read_audio(path)
     return Resampler(rate, RATE)(samples, last=True)
-
-
-class Replay(Model):
-    """The wrapped model on the first pass over a stream; its recorded posteriors on every later pass."""
-
-    def __init__(self, model: Model) -> None:  # no session of its own: it wraps `model`'s
-        self.info = model.info
-        self._model = model
-        self._recorded: list[np.ndarray] = []
-        self._next: int | None = None
-
-    def rewind(self) -> None:
-        self._next = 0
-
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        if self._next is None:
-            self._recorded.append(self._model(windows))
-            return self._recorded[-1]
-        out = self._recorded[self._next]
-        self._next += 1
-        return out
-
-
-def sweep_events(
-    config: Config, model: Model, audio: np.ndarray, thresholds: list[float], what: str
-) -> list[list[KeywordEvent]]:
-    """The events at each threshold; the model runs on the first pass only."""
-    replay = Replay(model)
-    progress = Progress(what, len(audio) / RATE, " s")
-    runs = []
-    for i, threshold in enumerate(thresholds):
-        swept = replace(config, detector=replace(config.detector, threshold=threshold))
-        runs.append(run_stream(swept, replay, audio, progress=progress.advance if i == 0 else None))
-        replay.rewind()
-    progress.close()
-    return runs
 
 
 def clip_metrics(model: Model, clips: list[LabelledClip]) -> tuple[dict[str, Any], list[np.ndarray]]:

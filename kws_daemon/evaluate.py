@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.config import Config
+from kws_daemon.console import Progress
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.features import pad_and_normalise
 from kws_daemon.model import Model
@@ -37,17 +38,54 @@ def run_stream(
     config: Config,
     model: Model,
     audio: np.ndarray,
-    block: int = 480,
     progress: Callable[[float], None] | None = None,
 ) -> list[KeywordEvent]:
     """The events the daemon would fire on this int16 16 kHz audio; `progress` gets seconds done per block."""
     pipeline = Pipeline(config, model)
+    block = RATE * config.audio.block_ms // 1000
     events: list[KeywordEvent] = []
     for i in range(0, len(audio), block):
         events += pipeline.process(AudioBlock(audio[i : i + block], RATE, time.monotonic(), time.time()))
         if progress is not None:
             progress(min(block, len(audio) - i) / RATE)
     return events + pipeline.flush()
+
+
+class Replay(Model):
+    """The wrapped model on the first pass over a stream; its recorded posteriors on every later pass."""
+
+    def __init__(self, model: Model) -> None:  # no session of its own: it wraps `model`'s
+        self.info = model.info
+        self._model = model
+        self._recorded: list[np.ndarray] = []
+        self._next: int | None = None
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        if self._next is None:
+            self._recorded.append(self._model(windows))
+            return self._recorded[-1]
+        out = self._recorded[self._next]
+        self._next += 1
+        return out
+
+
+def sweep_events(
+    config: Config, model: Model, audio: np.ndarray, thresholds: list[float], what: str
+) -> list[list[KeywordEvent]]:
+    """The events at each threshold; the model runs on the first pass only, because which windows
+    get scored depends on the audio and the VAD, never on the threshold."""
+    replay = Replay(model)
+    progress = Progress(what, len(audio) / RATE, " s")
+    runs = []
+    for i, threshold in enumerate(thresholds):
+        swept = replace(config, detector=replace(config.detector, threshold=threshold))
+        runs.append(run_stream(swept, replay, audio, progress=progress.advance if i == 0 else None))
+        replay.rewind()
+    progress.close()
+    return runs
 
 
 @dataclass(frozen=True)

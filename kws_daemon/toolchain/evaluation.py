@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kws_daemon.config import Config, DetectorConfig
-from kws_daemon.evaluate import Placement, clip_posteriors, run_stream, score_stream
+from kws_daemon.config import Config
+from kws_daemon.evaluate import Placement, clip_posteriors, score_stream, sweep_events
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.toolchain.dataset import (
     LABELS,
@@ -105,15 +105,16 @@ def streaming_report(
     fa_audio = false_accept_stream(noise, hours, seed)
     kw_audio, placements = keyword_stream(noise, real_root, seed)
     fa_hours = len(fa_audio) / RATE / 3600
+    config = Config(model=model.info.path)
+    false_accepts = sweep_events(config, model, fa_audio, list(thresholds), "evaluate: false accepts")
+    keywords = sweep_events(config, model, kw_audio, list(thresholds), "evaluate: keywords")
     sweep = []
-    for threshold in thresholds:
-        config = Config(model=model.info.path, detector=DetectorConfig(threshold=threshold))
-        false_accepts = run_stream(config, model, fa_audio)
-        score = score_stream(run_stream(config, model, kw_audio), placements)
+    for threshold, fa_events, kw_events in zip(thresholds, false_accepts, keywords, strict=True):
+        score = score_stream(kw_events, placements)
         sweep.append(
             {
                 "threshold": threshold,
-                "false_accepts_per_hour": round(len(false_accepts) / fa_hours, 2),
+                "false_accepts_per_hour": round(len(fa_events) / fa_hours, 2),
                 "false_reject_rate": round(score.false_reject_rate, 4),
                 "wrong_keyword": score.wrong,
                 "extra": score.extra,
@@ -151,7 +152,7 @@ def evaluate_model_dir(
     }
     log("evaluate: clips done, streaming...")
     results["streaming"] = streaming_report(
-        model, real_root, hours, seed, (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        model, real_root, hours, seed, tuple(round(0.3 + 0.05 * i, 2) for i in range(14))
     )
     results["latency_ms_1_thread"] = inference_latency_ms(model)
     default = next(s for s in results["streaming"]["sweep"] if s["threshold"] == 0.5)
