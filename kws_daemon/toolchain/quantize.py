@@ -1,9 +1,12 @@
 """fp32 ONNX -> int8 ONNX with onnxruntime.quantization (the measurements behind it: docs/export.md).
 
 Default: dynamic quantisation, QInt8 weights per output channel, activations quantised at run time
-to QUInt8. On VNNI CPUs that is the fast path (u8 x s8); u8 weights (optimum's `avx2` preset) run
-about 1.8x slower. Static QDQ (calibrated on recordings) is offered but was both less accurate and
-no faster on the full-size AST; it leaves activation x activation MatMuls (attention) in fp32.
+to QUInt8, for MatMul weights only. On VNNI CPUs that is the fast path (u8 x s8); u8 weights
+(optimum's `avx2` preset) run about 1.8x slower. Convolutions stay fp32: onnxruntime's ConvInteger has
+no fast kernel, and on the default model's conv stem quantising it made a window 2.7x slower
+(1.63 ms against 0.61 ms, the stem in fp32). Static QDQ (calibrated on recordings) is offered but
+was both less accurate and no faster on the full-size AST; it leaves activation x activation
+MatMuls (attention) in fp32.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from kws_daemon.toolchain.progress import quiet
 
 METHODS = {
-    "int8": "dynamic: QInt8 weights per channel, QUInt8 activations at run time",
+    "int8": "dynamic: QInt8 weights per channel, QUInt8 activations at run time; weight MatMuls only",
     "int8-static": "static QDQ: QInt8 weights per channel, QUInt8 activations calibrated (MinMax); "
     "weight MatMuls only",
 }
@@ -25,7 +28,13 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet(""):  # it advises quant_pre_process; measured, that gains nothing
-        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(fp32),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
 
 
 def _activation_matmuls(fp32: Path) -> list[str]:
