@@ -99,7 +99,9 @@ def test_threshold_sweep_replays_exactly_what_the_model_gives() -> None:
     audio, _ = read_audio(DEMO_WAV)
     config = Config(detector=DetectorConfig(smoothing=1))
     model = load_model(config)
-    thresholds = [0.0, 0.0395, 0.045]  # the placeholder's top posteriors sit near 0.04
+    every = Config(detector=DetectorConfig(smoothing=1, threshold=0.0))
+    scores = sorted(e.score for e in run_stream(every, model, audio))
+    thresholds = [0.0, scores[len(scores) // 2], scores[-1]]  # all events, about half, the top one
     swept = sweep_events(config, model, audio, thresholds, "test")
     for threshold, events in zip(thresholds, swept, strict=True):
         direct = run_stream(Config(detector=DetectorConfig(smoothing=1, threshold=threshold)), model, audio)
