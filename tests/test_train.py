@@ -22,6 +22,16 @@ def test_score_stream_matches_events_to_placements() -> None:
     assert score.missed_labels == ["no", "up"] and score.false_reject_rate == pytest.approx(2 / 3)
 
 
+def test_hard_negative_sentences_hold_no_keyword_nor_a_soundalike() -> None:
+    from kws_daemon.toolchain.dataset import NEGATIVE_SENTENCES, held_out_sentences
+    from kws_daemon.toolchain.labels import SPEECH_COMMANDS_V2
+
+    soundalikes = {"too", "for", "fore", "know", "won", "ate", "write", "free", "tee"}
+    words = {w for sentence in NEGATIVE_SENTENCES for w in sentence.lower().split()}
+    assert not words & (set(SPEECH_COMMANDS_V2) | soundalikes)
+    assert not set(NEGATIVE_SENTENCES) & set(held_out_sentences())  # the false-accept stream stays unseen
+
+
 def test_tiny_training_run_exports_a_loadable_model(tmp_path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

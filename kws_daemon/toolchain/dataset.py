@@ -137,6 +137,52 @@ OTHER_SENTENCES = (
 )
 
 
+# Running speech for hard negatives: sliding windows over sentences are cut anywhere, mid-word
+# included, which isolated training words never show the model. Kept apart from held_out_sentences().
+NEGATIVE_SENTENCES = (
+    "I would like a cup of tea with milk",
+    "the train to the airport leaves every hour",
+    "she has been working in the hospital since last year",
+    "they built a small cabin near the river",
+    "could you help me carry these boxes",
+    "my phone battery is almost empty",
+    "the museum is closed this month",
+    "he lost his umbrella at the restaurant",
+    "we watched a documentary about the ocean",
+    "the price of bread is rising again",
+    "please call me when you arrive at the station",
+    "the neighbours are having a party tonight",
+    "I need a present with a card inside",
+    "the garden looks beautiful in the spring",
+    "our flight was delayed because of the storm",
+    "this soup tastes a bit salty",
+    "the teacher asked us to read the chapter",
+    "he practises the guitar every evening",
+    "the shop sells fresh fruit and vegetables",
+    "remember to lock the door when you leave",
+    "my grandmother makes the best apple pie",
+    "the printer in the office is broken",
+    "we are planning a trip to the mountains",
+    "the baby finally fell asleep",
+    "I usually walk when the weather is nice",
+    "the football match was cancelled",
+    "she painted the kitchen a lovely green",
+    "there are so many cars in the city centre",
+    "the library has a large collection of maps",
+    "he sent me a message about the meeting",
+    "I am looking at a good dentist nearby",
+    "the film begins in the evening",
+    "our parrot likes to sit by the window",
+    "the children built a snowman in the park",
+    "please make the music a little quieter",
+    "I have never been to australia",
+    "the hotel room had a lovely view",
+    "they are repairing the road outside",
+    "my computer needs a new keyboard",
+    "the soup is ready whenever you are",
+)
+
+
 def held_out_sentences() -> tuple[str, ...]:
     """Sentences for the false-accept stream: none of their words is a keyword."""
     candidates = (
@@ -268,14 +314,19 @@ class Augmenter:
         start = self.rng.integers(0, len(source) - n)
         return source[start : start + n]
 
-    def __call__(self, audio: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    def __call__(self, audio: np.ndarray, strength: float = 1.0, anywhere: bool = False) -> np.ndarray:
+        """`anywhere`: a long clip is cut at a random second, as a sliding window cuts running speech,
+        instead of around its loudest second."""
         import soxr
 
         rng = self.rng
         x = audio.astype(np.float32) / 32768
         if strength and rng.random() < 0.5:
             x = soxr.resample(x, RATE, int(RATE * rng.uniform(0.88, 1.12)))
-        if len(x) > CLIP:  # keep the loudest second
+        if len(x) > CLIP and anywhere:
+            start = int(rng.integers(0, len(x) - CLIP + 1))
+            x = x[start : start + CLIP]
+        elif len(x) > CLIP:  # keep the loudest second
             energy = np.convolve(x**2, np.ones(1600), mode="valid")[::160]
             centre = int(np.argmax(energy)) * 160 + 800
             start = int(np.clip(centre - CLIP // 2 + rng.integers(-2000, 2000), 0, len(x) - CLIP))
@@ -357,6 +408,23 @@ def build_features(
         "val": featurise(held_out("val")),
         "test": featurise(held_out("test")),
     }
+
+
+def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: int) -> tuple[FeatureSet, str]:
+    """Background-labelled windows cut anywhere in synthesised running speech, and their manifest hash."""
+    noise_train, _ = split_noise(real_root)
+    augment = Augmenter(noise_train, room_impulses(), seed + 300)
+    background = LABELS.index(BACKGROUND)
+    spoken = list(synthesise_all(voices, list(NEGATIVE_SENTENCES)))
+    digest = hashlib.sha256()
+    for voice, text, audio in spoken:
+        digest.update(json.dumps([voice.id, text, len(audio)]).encode())
+    items = (
+        (augment(audio, anywhere=True), background, f"negative:{voice.engine}")
+        for voice, _text, audio in spoken
+        for _ in range(crops)
+    )
+    return featurise(items), digest.hexdigest()
 
 
 def manifest_hash(corpus: Corpus) -> str:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kws_daemon.toolchain.dataset import LABELS, FeatureSet
-from kws_daemon.toolchain.labels import SC_MEAN, SC_STD
+from kws_daemon.toolchain.labels import BACKGROUND, SC_MEAN, SC_STD
 
 MAX_LENGTH = 100
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -191,11 +191,20 @@ class Schedule:
     warmup_epochs: float = 1.0
     distill_weight: float = 0.7  # share of the loss from the teacher's posteriors
     temperature: float = 2.0
+    background_share: float | None = None  # of the draws; None: like any other label
 
 
-def _class_balanced_weights(y: np.ndarray) -> torch.Tensor:
+def _sampling_weights(y: np.ndarray, background_share: float | None) -> torch.Tensor:
+    """Every label drawn equally often; or `_background_` with this share of the draws, the words
+    equally among the rest (background covers silence, noise and all other speech: it needs more)."""
     counts = np.bincount(y, minlength=len(LABELS)).astype(np.float64)
-    return torch.from_numpy(1.0 / np.maximum(counts[y], 1))
+    weights = 1.0 / np.maximum(counts[y], 1)
+    if background_share is not None:
+        is_background = y == LABELS.index(BACKGROUND)
+        words = (counts > 0).sum() - 1
+        share = np.where(is_background, background_share, (1 - background_share) / words)
+        weights = weights * share
+    return torch.from_numpy(weights)
 
 
 def fit(
@@ -235,7 +244,7 @@ def fit(
             state["elapsed"],
         )
         log(f"resumed {checkpoint.name} at epoch {start_epoch}")
-    weights = _class_balanced_weights(train.y)
+    weights = _sampling_weights(train.y, schedule.background_share)
     soft = None
     if teacher_logits is not None:
         soft = torch.from_numpy(teacher_logits).float().to(DEVICE)
