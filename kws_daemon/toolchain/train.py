@@ -216,8 +216,13 @@ def fit(
     seed: int,
     teacher_logits: np.ndarray | None = None,
     log: Callable[[str], None] = print,
+    keep_best: bool = True,
 ) -> list[dict[str, Any]]:
-    """Trains with AdamW and a cosine schedule on the GPU if there is one; resumes from `checkpoint`."""
+    """Trains with AdamW and a cosine schedule on the GPU if there is one; resumes from `checkpoint`.
+
+    Ends with the weights of the best validation epoch, or with the last (`keep_best=False`) when
+    validation cannot see what the training is for (it holds keywords only, no background).
+    """
     model.to(DEVICE)
     optimiser = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     steps_per_epoch = len(train.y) // schedule.batch
@@ -298,5 +303,6 @@ def fit(
             },
             checkpoint,
         )
-    model.load_state_dict(torch.load(checkpoint.with_suffix(".best.pt"), map_location=DEVICE))
+    if keep_best:
+        model.load_state_dict(torch.load(checkpoint.with_suffix(".best.pt"), map_location=DEVICE))
     return history
