@@ -53,7 +53,7 @@ def test_keyword_thresholds_default_to_all_non_background() -> None:
     all_kw = keyword_thresholds(Config(), info.labels, info.keyword_labels)
     assert len(all_kw) == 35 and "_background_" not in all_kw
     config = Config(keywords=(KeywordConfig("yes", 0.9), KeywordConfig("stop")))
-    assert keyword_thresholds(config, info.labels, info.keyword_labels) == {"yes": 0.9, "stop": 0.5}
+    assert keyword_thresholds(config, info.labels, info.keyword_labels) == {"yes": 0.9, "stop": 0.8}
 
 
 def test_vad_gate_opens_on_speech_and_closes_after_hangover() -> None:
