@@ -115,7 +115,7 @@ def test_fast_pass_dispatches_every_steady_state_event_to_the_hook(tmp_path: Pat
     everything = run_stream(config, model, audio)
     lines = events_file.read_text().splitlines()
     assert result["events"] == len(lines) > 0
-    assert result["events"] < len(everything)  # pre-roll windows fire at threshold 0 but are not timed
+    assert 0 < result["events"] <= len(everything)  # pre-roll windows that fire are not dispatched
     assert result["windows"] > 0 and 0 < result["gate_open_share"] < 1
     assert result["decision_ms"]["count"] > 0
     assert set(result["stages"]) == {"vad", "features", "inference", "detection", "queue"}

@@ -29,6 +29,8 @@ def test_detect_runs_on_real_recordings(kws_real: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
     heard = {r["file"] for r in records}
-    # The VAD gate opens on real speech: nearly every clip reaches the model.
-    assert len(heard) >= 0.8 * len(files), f"{len(heard)} of {len(files)} clips reached the model"
+    # The VAD gate opens on real speech, and a word tops some window: nearly every keyword clip fires
+    # at threshold 0 (noise recordings need not: background tops them).
+    speech = {str(f) for f in files if "_background_noise_" not in str(f)}
+    assert len(heard & speech) >= 0.8 * len(speech), f"{len(heard & speech)} of {len(speech)} clips fired"
     assert f"{len(records)} detections in {len(files)} files".encode() in result.stderr

@@ -157,7 +157,7 @@ def _threads(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_100_events_a_second_into_a_flooding_hook_delay_no_detection_and_grow_no_memory(
+def test_60_events_a_second_into_a_flooding_hook_delay_no_detection_and_grow_no_memory(
     tmp_path: Path,
 ) -> None:
     port = free_port()
@@ -167,7 +167,8 @@ def test_100_events_a_second_into_a_flooding_hook_delay_no_detection_and_grow_no
     config.write_text(
         json.dumps(
             {
-                # every 10 ms window fires: 100 events a second, paced like a microphone
+                # every 10 ms window whose top label is a word fires (background tops the demo's
+                # pauses): about 60 events a second, paced like a microphone
                 "audio": {"input": str(DEMO_WAV), "realtime": True, "loop": True},
                 "vad": {"enabled": False},
                 "detector": {"threshold": 0.0, "hop_ms": 10, "refractory_ms": 0, "smoothing": 1},
@@ -197,7 +198,7 @@ def test_100_events_a_second_into_a_flooding_hook_delay_no_detection_and_grow_no
     detections = sum(v for (name, _), v in end.items() if name == "kws_detections_total") - sum(
         v for (name, _), v in start.items() if name == "kws_detections_total"
     )
-    assert detections / elapsed > 60, f"only {detections / elapsed:.0f} events a second"
+    assert detections / elapsed > 40, f"only {detections / elapsed:.0f} events a second"
     # Detection kept pace with the audio: the file source waits for the loop, so a stalled loop would
     # show as less audio than wall time.
     assert grew("kws_audio_seconds_total") > 0.9 * elapsed
