@@ -93,11 +93,12 @@ class FrameStore:
         return frame_count(self.samples)
 
     def push(self, audio: np.ndarray) -> None:
-        """Float audio in [-1, 1); blocks longer than the store keep their newest samples."""
-        audio = audio[-len(self._audio) :]
-        idx = np.arange(self.samples, self.samples + len(audio)) % len(self._audio)
-        self._audio[idx] = audio
-        self.samples += len(audio)
+        """Float audio in [-1, 1); of a block longer than the store only the newest samples are kept,
+        but all of them are counted, so frame numbers stay those of the stream."""
+        end = self.samples + len(audio)
+        kept = audio[-len(self._audio) :]
+        self._audio[np.arange(end - len(kept), end) % len(self._audio)] = kept
+        self.samples = end
 
     def frames(self, start: int, end: int) -> np.ndarray:
         """Frames [start, end), which must lie within the last `capacity_frames` frames."""

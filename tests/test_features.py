@@ -70,6 +70,14 @@ def test_frames_on_demand_equal_batch_for_any_block_sizes_and_ranges() -> None:
     np.testing.assert_array_equal(store.frames(len(batch) - 150, len(batch)), batch[-150:])
 
 
+def test_a_block_longer_than_the_store_keeps_stream_frame_numbers() -> None:
+    audio = (np.random.default_rng(5).standard_normal(16000 * 4) * 0.2).astype(np.float32)
+    store = FrameStore(128, capacity_frames=100)
+    store.push(audio)  # 4 s into a store of 1 s: the newest second stays
+    assert store.n_frames == frame_count(len(audio))
+    np.testing.assert_array_equal(store.frames(store.n_frames - 90, store.n_frames), Fbank(128)(audio)[-90:])
+
+
 def test_frame_count_is_kaldi_snip_edges() -> None:
     assert [frame_count(n) for n in (0, 399, 400, 559, 560, 16000)] == [0, 0, 1, 1, 2, 98]
 
