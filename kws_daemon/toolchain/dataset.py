@@ -21,7 +21,7 @@ import numpy as np
 from kws_daemon.audio.sources import read_audio
 from kws_daemon.features import Fbank
 from kws_daemon.toolchain.labels import BACKGROUND, SPEECH_COMMANDS_V2
-from kws_daemon.toolchain.synth import Voice, available_voices, synthesise_all
+from kws_daemon.toolchain.synth import Voice, available_voices, synthesise_all, voice_sample
 
 RATE = 16000
 CLIP = RATE  # one second
@@ -277,8 +277,7 @@ def synthetic_clips(voices: list[Voice]) -> Iterator[Clip]:
     for voice, text, audio in synthesise_all(voices, list(SPEECH_COMMANDS_V2)):
         yield Clip(audio, LABELS.index(text), "train", f"synth:{voice.engine}", voice.id)
     background = LABELS.index(BACKGROUND)
-    rng = np.random.default_rng(7)
-    subset = [voices[i] for i in rng.choice(len(voices), size=min(len(voices), 60), replace=False)]
+    subset = voice_sample(voices, 60, np.random.default_rng(7))
     for voice, _text, audio in synthesise_all(subset, [*OTHER_WORDS, *OTHER_SENTENCES]):
         yield Clip(audio, background, "train", f"other:{voice.engine}", voice.id)
 

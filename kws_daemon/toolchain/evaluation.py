@@ -23,7 +23,7 @@ from kws_daemon.toolchain.dataset import (
     real_clips,
     split_noise,
 )
-from kws_daemon.toolchain.synth import available_voices, synthesise_all
+from kws_daemon.toolchain.synth import available_voices, synthesise_all, voice_sample
 
 RATE = 16000
 
@@ -75,8 +75,7 @@ def _mix(
 def false_accept_stream(noise: list[np.ndarray], hours: float, seed: int) -> np.ndarray:
     """Held-out noise (the last 25 % of each recording) with held-out non-keyword sentences, int16."""
     rng = np.random.default_rng(seed + 100)
-    voices = available_voices()
-    chosen = [voices[i] for i in rng.choice(len(voices), size=min(48, len(voices)), replace=False)]
+    chosen = voice_sample(available_voices(), 48, rng)
     speech = [a.astype(np.float32) / 32768 for _, _, a in synthesise_all(chosen, list(held_out_sentences()))]
     parts, total = [], 0
     while total < hours * 3600 * RATE:
@@ -327,7 +326,7 @@ Per word (test clips; few real clips exist for the rarer words, so their numbers
   words you use, and tune thresholds on your own recordings (`kws-daemon eval`).
 - Non-keyword speech in training and in the false-accept stream is synthetic; real conversation
   may trigger more false accepts. The stream is synthesised anew on each evaluation and piper's
-  voice is stochastic: two evaluations of this model gave 36 and 41 per hour at 0.8.
+  voice is stochastic, so the false-accept rate varies from one evaluation to the next.
 
 Reproduce: `scripts/train-default-model` (data, teacher, student, negatives, finetune, export,
 evaluate; resumable; its defaults are this run).

@@ -199,6 +199,11 @@ def synthesise(voice: Voice, text: str) -> np.ndarray:
     return audio[max(0, loud[0] - 800) : loud[-1] + 800]
 
 
+def voice_sample(voices: list[Voice], n: int, rng: np.random.Generator) -> list[Voice]:
+    """Up to n of the voices, drawn without replacement (synthesising every voice would take long)."""
+    return [voices[i] for i in rng.choice(len(voices), size=min(n, len(voices)), replace=False)]
+
+
 def synthesise_all(voices: list[Voice], texts: list[str]) -> Iterator[tuple[Voice, str, np.ndarray]]:
     """Every (voice, text) pair that the engine could speak; failures are skipped."""
     for voice, text in itertools.product(voices, texts):
