@@ -19,6 +19,7 @@ from kws_daemon.audio.sources import file_blocks, list_devices
 from kws_daemon.config import Config, load
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
+from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.pipeline import Pipeline
 from kws_daemon.service import Daemon, load_model, warn_if_writable
 
@@ -87,12 +88,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
     model = load_model(config)
     stats_pipeline: Pipeline | None = None
     dispatcher: HookDispatcher | None = None
+    near_misses = NearMissRecorder(config.near_misses) if config.near_misses else None
     failed = detections = 0
     try:
         for path in args.files:
             try:
                 rate, blocks = file_blocks(path, config.audio.block_ms)
-                pipeline = Pipeline(config, model, source=path)
+                pipeline = Pipeline(config, model, source=path, near_misses=near_misses)
                 if dispatcher is None:
                     stats_pipeline = pipeline
                     dispatcher = HookDispatcher(config, pipeline.stats)
@@ -115,6 +117,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     finally:
         if dispatcher is not None:
             dispatcher.close()
+        if near_misses is not None:
+            near_misses.close()
     summary = f"{detections} detections in {len(args.files) - failed} files"
     if failed:
         summary += f"; {failed} unreadable"

@@ -14,12 +14,16 @@ from urllib.parse import urlparse
 
 import yaml
 
+from kws_daemon.endpointer import EndpointerConfig
 from kws_daemon.errors import ConfigError
 from kws_daemon.model import ModelInfo, default_model_dir
 
 T = TypeVar("T")
 HookKind = Literal["command", "webhook", "jsonl"]
 HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
+Mode = Literal["commands", "running"]
+MODES: tuple[Mode, ...] = ("commands", "running")
+DEFAULT_THRESHOLD = 0.8  # where neither the config nor the model's kws.json gives one
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,35 @@ class VadConfig:
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    """Words that fire as one event when each follows the last within `within_ms`."""
+
+    name: str
+    words: tuple[str, ...]
+    within_ms: int = 2000
+    hooks: tuple[HookConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
+    # commands: a keyword said on its own (silence, one word, silence; kws_daemon.endpointer);
+    # running: a keyword anywhere in speech, a window every hop
+    mode: Mode = "commands"
     window_ms: int = 1000
     hop_ms: int = 100
-    smoothing: int = 3  # windows averaged
-    threshold: float = 0.8  # all 35 words armed: 0.5 fires ~5x as often on other speech
-    refractory_ms: int = 1000
+    smoothing: int = 3  # windows averaged (running mode)
+    threshold: float | None = None  # None: the model's calibrated per-keyword thresholds, else 0.8
+    refractory_ms: int = 1000  # (running mode)
     threads: int = 1  # onnxruntime intra-op threads
+
+
+@dataclass(frozen=True)
+class NearMissConfig:
+    """Keeps the audio of windows that came close (for tuning and hard-negative mining)."""
+
+    dir: Path
+    threshold: float = 0.5  # a keyword's score at least this, below its own threshold
+    max_mb: float = 100.0  # oldest files are deleted beyond this
 
 
 @dataclass(frozen=True)
@@ -86,8 +112,11 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
     keywords: tuple[KeywordConfig, ...] | None = None  # None: every non-background label
+    sequences: tuple[SequenceConfig, ...] = ()
     hooks: tuple[HookConfig, ...] = ()
+    near_misses: NearMissConfig | None = None
     stats_interval_s: float = 0.0  # 0: summary only on exit
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None  # the file this config came from
@@ -97,14 +126,26 @@ class Config:
 
     def check_against(self, info: ModelInfo) -> None:
         """Errors for keywords that the model cannot produce."""
-        for i, kw in enumerate(self.keywords or ()):
-            if kw.name not in info.labels:
-                close = difflib.get_close_matches(kw.name, info.labels, n=1)
+        names = [(f"keywords[{i}].name", kw.name) for i, kw in enumerate(self.keywords or ())]
+        names += [
+            (f"sequences[{i}].words[{j}]", word)
+            for i, seq in enumerate(self.sequences)
+            for j, word in enumerate(seq.words)
+        ]
+        for key, name in names:
+            if name not in info.labels:
+                close = difflib.get_close_matches(name, info.labels, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(
-                    f"keywords[{i}].name: '{_shown(kw.name)}' is not a label of the model in {info.path}; "
+                    f"{key}: '{_shown(name)}' is not a label of the model in {info.path}; "
                     f"{hint}labels: {', '.join(info.keyword_labels)}"
                 )
+
+    @property
+    def reported(self) -> set[str] | None:
+        """The keywords whose own events are reported (None: every label); words armed only for a
+        sequence are not."""
+        return None if self.keywords is None else {k.name for k in self.keywords}
 
 
 def _shown(text: str) -> str:
@@ -295,6 +336,75 @@ def _keywords(key: str, value: Any) -> tuple[KeywordConfig, ...]:
     return tuple(out)
 
 
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], Any]:
+    def convert(key: str, value: Any) -> Any:
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    return convert
+
+
+def _endpointer(data: Any) -> EndpointerConfig:
+    section = _Section(
+        data, "endpointer", ("silence_before_ms", "silence_after_ms", "min_word_ms", "max_word_ms")
+    )
+    default = EndpointerConfig()
+    config = EndpointerConfig(
+        silence_before_ms=section.get("silence_before_ms", default.silence_before_ms, _int(0, 10000)),
+        silence_after_ms=section.get("silence_after_ms", default.silence_after_ms, _int(30, 5000)),
+        min_word_ms=section.get("min_word_ms", default.min_word_ms, _int(0, 10000)),
+        max_word_ms=section.get("max_word_ms", default.max_word_ms, _int(100, 10000)),
+    )
+    if config.min_word_ms > config.max_word_ms:
+        raise ConfigError("endpointer.min_word_ms: must not exceed endpointer.max_word_ms")
+    return config
+
+
+def _sequences(key: str, value: Any) -> tuple[SequenceConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of {{words: [first, second, ...], within_ms, hooks}}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        section = _Section(item, where, ("name", "words", "within_ms", "hooks"))
+        words = section.get("words", None, _word_list)
+        if words is None:
+            raise ConfigError(f"{where}.words: is required (two or more keywords in order)")
+        out.append(
+            SequenceConfig(
+                name=section.get("name", "+".join(words), _str),
+                words=words,
+                within_ms=section.get("within_ms", 2000, _int(100, 60000)),
+                hooks=section.get("hooks", (), _hooks),
+            )
+        )
+    names = [s.name for s in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{key}: the name '{_shown(dupes[0])}' is used more than once")
+    return tuple(out)
+
+
+def _word_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise ConfigError(f"{key}: must be a list of two or more keywords (got {value!r})")
+    return tuple(_str(f"{key}[{j}]", str(w) if isinstance(w, int) else w) for j, w in enumerate(value))
+
+
+def _near_misses(key: str, value: Any, base: Path | None) -> NearMissConfig:
+    section = _Section(value, key, ("dir", "threshold", "max_mb"))
+    directory = section.get("dir", None, _str)
+    if directory is None:
+        raise ConfigError(f"{key}.dir: is required (where the near-miss WAVs go)")
+    path = Path(os.path.expanduser(directory))
+    return NearMissConfig(
+        dir=path if path.is_absolute() or base is None else base / path,
+        threshold=section.get("threshold", 0.5, _float(0.0, 1.0)),
+        max_mb=section.get("max_mb", 100.0, _float(0.1, 100000.0)),
+    )
+
+
 def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
     path = Path(os.path.expanduser(_str(key, value)))
     if path.is_absolute():
@@ -307,7 +417,21 @@ def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
 def parse(data: Any, source: Path | None = None) -> Config:
     """Builds a Config from already-parsed YAML data."""
     top = _Section(
-        data, "", ("model", "audio", "vad", "detector", "keywords", "hooks", "stats_interval_s", "metrics")
+        data,
+        "",
+        (
+            "model",
+            "audio",
+            "vad",
+            "detector",
+            "endpointer",
+            "keywords",
+            "sequences",
+            "hooks",
+            "near_misses",
+            "stats_interval_s",
+            "metrics",
+        ),
     )
     base = source.parent if source else None
     audio = _Section(
@@ -321,19 +445,32 @@ def parse(data: Any, source: Path | None = None) -> Config:
     det = _Section(
         top.data.get("detector"),
         "detector",
-        ("window_ms", "hop_ms", "smoothing", "threshold", "refractory_ms", "threads"),
+        ("mode", "window_ms", "hop_ms", "smoothing", "threshold", "refractory_ms", "threads"),
     )
     detector = DetectorConfig(
+        mode=det.get("mode", "commands", _choice(MODES)),
         window_ms=det.get("window_ms", 1000, _int(100, 10000)),
         hop_ms=det.get("hop_ms", 100, _int(10, 2000)),
         smoothing=det.get("smoothing", 3, _int(1, 50)),
-        threshold=det.get("threshold", DetectorConfig.threshold, _float(0.0, 1.0)),
+        threshold=det.get("threshold", None, _float(0.0, 1.0)),
         refractory_ms=det.get("refractory_ms", 1000, _int(0, 60000)),
         threads=det.get("threads", 1, _int(1, 64)),
     )
     metrics = _Section(top.data.get("metrics"), "metrics", ("listen",))
     if detector.window_ms % 10 or detector.hop_ms % 10:
         raise ConfigError("detector.window_ms and detector.hop_ms: must be multiples of 10 (the frame shift)")
+    vad_config = VadConfig(
+        enabled=vad.get("enabled", True, _bool),
+        aggressiveness=vad.get("aggressiveness", 2, _int(0, 3)),
+        frame_ms=vad.get("frame_ms", 30, _int(10, 30, (10, 20, 30))),
+        hangover_ms=vad.get("hangover_ms", 500, _int(0, 10000)),
+        pre_roll_ms=vad.get("pre_roll_ms", 300, _int(0, 5000)),
+    )
+    if detector.mode == "commands" and not vad_config.enabled:
+        raise ConfigError(
+            "detector.mode: 'commands' needs the VAD to find where words start and end; "
+            "set vad.enabled: true, or detector.mode: running"
+        )
     return Config(
         model=top.get("model", default_model_dir(), lambda k, v: _resolve_model(k, v, base)),
         audio=AudioConfig(
@@ -345,16 +482,13 @@ def parse(data: Any, source: Path | None = None) -> Config:
             block_ms=audio.get("block_ms", 100, _int(10, 200, (10, 20, 30, 40, 50, 60, 80, 100, 200))),
             buffer_s=audio.get("buffer_s", 10.0, _float(1.0, 600.0)),
         ),
-        vad=VadConfig(
-            enabled=vad.get("enabled", True, _bool),
-            aggressiveness=vad.get("aggressiveness", 2, _int(0, 3)),
-            frame_ms=vad.get("frame_ms", 30, _int(10, 30, (10, 20, 30))),
-            hangover_ms=vad.get("hangover_ms", 500, _int(0, 10000)),
-            pre_roll_ms=vad.get("pre_roll_ms", 300, _int(0, 5000)),
-        ),
+        vad=vad_config,
         detector=detector,
+        endpointer=_endpointer(top.data.get("endpointer")),
         keywords=top.get("keywords", None, _keywords),
+        sequences=top.get("sequences", (), _sequences),
         hooks=top.get("hooks", (), _hooks),
+        near_misses=top.get("near_misses", None, lambda k, v: _near_misses(k, v, base)),
         stats_interval_s=top.get("stats_interval_s", 0.0, _float(0.0, 86400.0)),
         metrics=MetricsConfig(listen=metrics.get("listen", None, _listen)),
         source=source,
@@ -389,7 +523,11 @@ def load(path: str | Path) -> Config:
 def writable_by_others(config: Config) -> str | None:
     """A warning when users other than the file's owner can write a config that defines command hooks:
     whoever can write it can run commands as the daemon's user."""
-    hooks = [*config.hooks, *(h for k in config.keywords or () for h in k.hooks)]
+    hooks = [
+        *config.hooks,
+        *(h for k in config.keywords or () for h in k.hooks),
+        *(h for seq in config.sequences for h in seq.hooks),
+    ]
     if config.source is None or not any(h.kind == "command" for h in hooks):
         return None
     try:

@@ -72,20 +72,28 @@ class Replay(Model):
         return out
 
 
-def sweep_events(
-    config: Config, model: Model, audio: np.ndarray, thresholds: list[float], what: str
+def replay_runs(
+    configs: Sequence[Config], model: Model, audio: np.ndarray, what: str
 ) -> list[list[KeywordEvent]]:
-    """The events at each threshold; the model runs on the first pass only, because which windows
-    get scored depends on the audio and the VAD, never on the threshold."""
+    """The events under each config (which may differ in thresholds only); the model runs on the
+    first pass only, because which windows get scored depends on the audio and the VAD, never on
+    the thresholds."""
     replay = Replay(model)
     progress = Progress(what, len(audio) / RATE, " s")
     runs = []
-    for i, threshold in enumerate(thresholds):
-        swept = replace(config, detector=replace(config.detector, threshold=threshold))
-        runs.append(run_stream(swept, replay, audio, progress=progress.advance if i == 0 else None))
+    for i, config in enumerate(configs):
+        runs.append(run_stream(config, replay, audio, progress=progress.advance if i == 0 else None))
         replay.rewind()
     progress.close()
     return runs
+
+
+def sweep_events(
+    config: Config, model: Model, audio: np.ndarray, thresholds: Sequence[float], what: str
+) -> list[list[KeywordEvent]]:
+    """The events with every armed keyword at each threshold in turn."""
+    swept = [replace(config, detector=replace(config.detector, threshold=t)) for t in thresholds]
+    return replay_runs(swept, model, audio, what)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,10 @@ class FrameStore:
         self._audio[np.arange(end - len(kept), end) % len(self._audio)] = kept
         self.samples = end
 
+    def audio(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end), which must lie within the kept audio."""
+        return self._audio[np.arange(max(0, start), end) % len(self._audio)]
+
     def frames(self, start: int, end: int) -> np.ndarray:
         """Frames [start, end), which must lie within the last `capacity_frames` frames."""
         if not self._lo <= start <= self._hi:

@@ -267,13 +267,13 @@ class HookRunner:
 
 
 class HookDispatcher:
-    """Routes each event to the global hooks and to the hooks of its keyword."""
+    """Routes each event to the global hooks and to the hooks of its keyword or sequence."""
 
     def __init__(self, config: Config, stats: LatencyStats) -> None:
         self.runners = [HookRunner(h, stats) for h in config.hooks]
-        self._by_keyword = {
-            kw.name: [HookRunner(h, stats) for h in kw.hooks] for kw in config.keywords or () if kw.hooks
-        }
+        own = [(kw.name, kw.hooks) for kw in config.keywords or ()]
+        own += [(seq.name, seq.hooks) for seq in config.sequences]
+        self._by_keyword = {name: [HookRunner(h, stats) for h in hooks] for name, hooks in own if hooks}
         self.runners += [r for rs in self._by_keyword.values() for r in rs]
         self._global = self.runners[: len(config.hooks)]
         self._timeout = max((r.hook.timeout_s for r in self.runners), default=0.0)

@@ -93,6 +93,18 @@ class ModelInfo:
     def keyword_labels(self) -> tuple[str, ...]:
         return tuple(label for label in self.labels if not is_background_label(label))
 
+    def thresholds(self, mode: str) -> dict[str, float]:
+        """Per-keyword thresholds calibrated for `mode` (kws.json "thresholds"), where it has them."""
+        tables = self.kws.get("thresholds")
+        table = tables.get(mode) if isinstance(tables, dict) else None
+        if not isinstance(table, dict):
+            return {}
+        return {
+            k: float(v)
+            for k, v in table.items()
+            if k in self.labels and isinstance(v, (int, float)) and 0.0 <= v <= 1.0
+        }
+
     @classmethod
     def load(cls, directory: str | Path) -> ModelInfo:
         path = Path(directory)

@@ -1,13 +1,13 @@
-"""Audio blocks in, keyword events out: VAD gate, streaming features, sliding windows, model, detector.
+"""Audio blocks in, keyword events out: VAD gate, streaming features, windows, model, spotter.
 
 Single-threaded and free of I/O, so the daemon, `detect` and the benchmarks all run this same code.
 Only the VAD runs on every block. Log-mel frames and the transformer are computed only for the
-windows the gate lets through (pre-roll included), so a silent room costs almost nothing.
+windows the spotter asks for (kws_daemon.spotting: every hop while voiced in `running` mode, once
+per spoken command in `commands` mode), so a silent room costs almost nothing.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -16,33 +16,36 @@ import numpy as np
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.vad import AlwaysOpen, VadGate
-from kws_daemon.config import Config
+from kws_daemon.config import DEFAULT_THRESHOLD, Config
 from kws_daemon.detector import Detector, KeywordEvent
-from kws_daemon.features import (
-    FRAME_LENGTH,
-    FRAME_SHIFT,
-    FrameStore,
-    frame_count,
-    int16_to_float,
-    pad_and_normalise,
-)
+from kws_daemon.errors import KwsError
+from kws_daemon.features import FrameStore, frame_count, int16_to_float, pad_and_normalise
 from kws_daemon.metrics import LatencyStats
-from kws_daemon.model import Model
+from kws_daemon.model import Model, ModelInfo
+from kws_daemon.nearmiss import NearMissRecorder
+from kws_daemon.sequences import SequenceMatcher
+from kws_daemon.spotting import Commands, Hit, SlidingWindows, frame_end_sample
 
 RATE = 16000
-GRID_LAG = 2  # a frame ends 15 ms past its 10 ms slot: 1.5 frames, rounded up
 
 
-def keyword_thresholds(
-    config: Config, labels: tuple[str, ...], keyword_labels: tuple[str, ...]
-) -> dict[str, float]:
-    """The configured keywords (default: every non-background label) and their thresholds."""
-    default = config.detector.threshold
+def keyword_thresholds(config: Config, info: ModelInfo) -> dict[str, float]:
+    """The armed keywords (default: every non-background label; words of sequences too) and their
+    thresholds: the keyword's own, else the model's calibrated one for this mode (kws.json), else
+    detector.threshold."""
+    calibrated = {} if config.detector.threshold is not None else info.thresholds(config.detector.mode)
+    default = DEFAULT_THRESHOLD if config.detector.threshold is None else config.detector.threshold
+
+    def threshold(name: str, own: float | None = None) -> float:
+        return own if own is not None else calibrated.get(name, default)
+
     if config.keywords is None:
-        return {name: default for name in keyword_labels}
-    return {
-        k.name: default if k.threshold is None else k.threshold for k in config.keywords if k.name in labels
-    }
+        return {name: threshold(name) for name in info.keyword_labels}
+    armed = {k.name: threshold(k.name, k.threshold) for k in config.keywords if k.name in info.labels}
+    for sequence in config.sequences:
+        for word in sequence.words:
+            armed.setdefault(word, threshold(word))
+    return armed
 
 
 @dataclass
@@ -55,9 +58,15 @@ class PipelineCounters:
 
 class Pipeline:
     def __init__(
-        self, config: Config, model: Model, source: str = "", stats: LatencyStats | None = None
+        self,
+        config: Config,
+        model: Model,
+        source: str = "",
+        stats: LatencyStats | None = None,
+        near_misses: NearMissRecorder | None = None,
     ) -> None:
-        """Pass `stats` to go on with the latency histograms of a pipeline this one replaces (a reload)."""
+        """Pass `stats` to go on with the latency histograms of a pipeline this one replaces (a reload);
+        `near_misses` gets the audio of every scored window where a keyword came close."""
         info = model.info
         self.model = model
         self.source = source
@@ -69,21 +78,34 @@ class Pipeline:
             if config.vad.enabled
             else AlwaysOpen()
         )
-        self._window = min(frame_count(RATE * config.detector.window_ms // 1000), info.fbank.max_length)
-        self._hop = config.detector.hop_ms // 10
-        self._pre_roll = config.vad.pre_roll_ms // 10
+        window = min(frame_count(RATE * config.detector.window_ms // 1000), info.fbank.max_length)
+        hop = config.detector.hop_ms // 10
+        pre_roll = config.vad.pre_roll_ms // 10
         # room for a window reaching back over the pre-roll from the end of the longest block (200 ms)
-        self._store = FrameStore(info.fbank.num_mel_bins, self._window + self._pre_roll + 2048)
-        self._next_end = self._grid_end(1)  # frame count at which the next window ends
-        self._last_end = 0  # end of the last evaluated window
-        self._was_open = False
+        self._store = FrameStore(info.fbank.num_mel_bins, window + pre_roll + 2048)
+        self._window = window
         self._resampler: Resampler | None = None
-        self.detector = Detector(
-            info.labels,
-            keyword_thresholds(config, info.labels, info.keyword_labels),
-            smoothing=config.detector.smoothing,
-            refractory_s=config.detector.refractory_ms / 1000,
+        self._scoring_s = 0.0  # time spent in _score during the current spotter call
+        self._near_misses = near_misses
+        self._keyword_index = np.array(
+            [i for i, label in enumerate(info.labels) if label in info.keyword_labels]
         )
+        thresholds = keyword_thresholds(config, info)
+        self.spotter: SlidingWindows | Commands
+        if config.detector.mode == "commands":
+            if not config.vad.enabled:
+                raise KwsError("detector.mode 'commands' needs the VAD (vad.enabled: true)")
+            frame = RATE * config.vad.frame_ms // 1000
+            self.spotter = Commands(info.labels, thresholds, config.endpointer, frame, window, hop)
+        else:
+            detector = Detector(
+                info.labels,
+                thresholds,
+                smoothing=config.detector.smoothing,
+                refractory_s=config.detector.refractory_ms / 1000,
+            )
+            self.spotter = SlidingWindows(detector, window, hop, pre_roll)
+        self._sequences = SequenceMatcher(config.sequences, config.reported)
 
     def process(self, block: AudioBlock) -> list[KeywordEvent]:
         t0 = time.monotonic()
@@ -94,7 +116,7 @@ class Pipeline:
         return self._consume(samples, block.t_mono, block.t_wall, t0)
 
     def flush(self) -> list[KeywordEvent]:
-        """End of stream: drains the resampler and scores a last window on the final frame."""
+        """End of stream: drains the resampler and lets the spotter decide on what is still open."""
         t0 = time.monotonic()
         tail = (
             self._resampler(np.zeros(0, dtype=np.int16), last=True)
@@ -102,10 +124,8 @@ class Pipeline:
             else np.zeros(0, np.int16)
         )
         events = self._consume(tail, t0, time.time(), t0)
-        n_frames = self._store.n_frames
-        if n_frames > self._last_end and self._was_open:
-            events += self._evaluate([n_frames], t0, time.time())
-        return events
+        hits = self.spotter.flush(self._store.n_frames, self._score)
+        return events + self._events(hits, t0, time.time())
 
     def _consume(self, samples: np.ndarray, t_mono: float, t_wall: float, t0: float) -> list[KeywordEvent]:
         self.counters.blocks += 1
@@ -113,70 +133,53 @@ class Pipeline:
         is_open = self._vad(samples)
         self.stats.observe("vad", (time.monotonic() - t0) * 1000)
         self._store.push(int16_to_float(samples))
-        n_frames = self._store.n_frames
-        ends = []
         if is_open:
             self.counters.gate_open_blocks += 1
-            if not self._was_open and self._vad.onset is not None:
-                onset_frame = max(0, self._vad.onset // FRAME_SHIFT - self._pre_roll)
-                after_last = self._last_end + self._hop if self._last_end else 1
-                self._next_end = max(after_last, self._grid_end(max(1, onset_frame)))
-            while self._next_end <= n_frames:
-                ends.append(self._next_end)
-                self._next_end += self._hop
-        else:
-            if self._was_open:
-                self.detector.reset()
-            self._next_end = self._grid_end(n_frames + 1)
-        self._was_open = is_open
-        return self._evaluate(ends, t_mono, t_wall) if ends else []
+        t_s, self._scoring_s = time.monotonic(), 0.0
+        hits = self.spotter(self._vad, is_open, self._store.n_frames, self._score)
+        self.stats.observe("detection", (time.monotonic() - t_s - self._scoring_s) * 1000)
+        return self._events(hits, t_mono, t_wall) if hits else []
 
-    def _grid_end(self, frame: int) -> int:
-        """The first window end at or after `frame` on the hop grid.
+    def _score(self, end: int) -> np.ndarray:
+        """Posteriors of the window ending at frame `end`."""
+        t_f = time.monotonic()
+        frames = self._store.frames(max(0, end - self._window), end)
+        t_a = time.monotonic()
+        posteriors = self.model(pad_and_normalise(frames, self._params)[None])[0]
+        self.counters.windows += 1
+        self.stats.observe("features", (t_a - t_f) * 1000)
+        t_b = time.monotonic()
+        self.stats.observe("inference", (t_b - t_a) * 1000)
+        self._scoring_s += t_b - t_f
+        if self._near_misses is not None:
+            best = self._keyword_index[int(np.argmax(posteriors[self._keyword_index]))]
+            end_sample = frame_end_sample(end)
+            self._near_misses.offer(
+                self.model.info.labels[best],
+                float(posteriors[best]),
+                end_sample / RATE,
+                self._store.audio(end_sample - self._window * 160, end_sample),
+            )
+        return posteriors
 
-        The grid is phased so that a window's last sample falls just before a multiple of hop_ms:
-        with blocks of hop_ms (or a multiple), each window is complete when its block arrives
-        instead of waiting most of a block for the 15 ms by which a frame overhangs its hop.
-        """
-        return math.ceil((frame + GRID_LAG) / self._hop) * self._hop - GRID_LAG
-
-    def _evaluate(self, ends: list[int], t_mono: float, t_wall: float) -> list[KeywordEvent]:
+    def _events(self, hits: list[Hit], t_mono: float, t_wall: float) -> list[KeywordEvent]:
+        """Events stamped from the end of each keyword's audio: `t_mono`/`t_wall` are the capture
+        times of the newest sample."""
+        now = time.monotonic()
         events = []
-        for end in ends:
-            end_sample = (end - 1) * FRAME_SHIFT + FRAME_LENGTH
-            behind_s = max(0.0, (self.counters.samples - end_sample) / RATE)
-            t_f = time.monotonic()
-            frames = self._store.frames(max(0, end - self._window), end)
-            t_a = time.monotonic()
-            window = pad_and_normalise(frames, self._params)
-            posteriors = self.model(window[None])[0]
-            t_b = time.monotonic()
-            if self._last_end and end > self._last_end + self._hop:
-                self.detector.reset()
-            self._last_end = end
-            hit = self.detector(posteriors, end_sample / RATE)
-            t_c = time.monotonic()
-            self.counters.windows += 1
-            self.stats.observe("features", (t_a - t_f) * 1000)
-            self.stats.observe("inference", (t_b - t_a) * 1000)
-            self.stats.observe("detection", (t_c - t_b) * 1000)
-            if hit:
-                keyword, score = hit
-                end_mono = t_mono - behind_s
-                self.stats.observe("keyword_end_to_event", (t_c - end_mono) * 1000)
-                events.append(
-                    KeywordEvent(
-                        keyword=keyword,
-                        score=score,
-                        time_s=end_sample / RATE,
-                        t_wall=t_wall - behind_s,
-                        t_mono=end_mono,
-                        source=self.source,
-                        latency_ms={
-                            "inference": (t_b - t_a) * 1000,
-                            "detection": (t_c - t_b) * 1000,
-                            "keyword_end_to_event": (t_c - end_mono) * 1000,
-                        },
-                    )
+        for hit in hits:
+            behind_s = max(0.0, (self.counters.samples - hit.word_end) / RATE)
+            end_mono = t_mono - behind_s
+            self.stats.observe("keyword_end_to_event", (now - end_mono) * 1000)
+            events.append(
+                KeywordEvent(
+                    keyword=hit.keyword,
+                    score=hit.score,
+                    time_s=hit.word_end / RATE,
+                    t_wall=t_wall - behind_s,
+                    t_mono=end_mono,
+                    source=self.source,
+                    latency_ms={"keyword_end_to_event": (now - end_mono) * 1000},
                 )
-        return events
+            )
+        return self._sequences(events)

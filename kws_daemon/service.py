@@ -31,6 +31,7 @@ from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookCounters, HookDispatcher
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, ModelInfo
+from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.pipeline import RATE, Pipeline, PipelineCounters, keyword_thresholds
 from kws_daemon.prometheus import Exposition, MetricsServer
 from kws_daemon.sdnotify import Notifier
@@ -86,6 +87,8 @@ class Daemon:
         self.notifier = Notifier()  # first: it unsets NOTIFY_SOCKET before a hook command can inherit it
         self.stats = LatencyStats()  # shared by every pipeline and dispatcher, so reloads reset no histogram
         self.source: Source = open_source(config.audio)
+        # from the config at start: a reload keeps it (its directory and budget are not reloaded)
+        self.near_misses = NearMissRecorder(config.near_misses) if config.near_misses else None
         self.runtime = self._build(config)
         blocks = max(4, int(config.audio.buffer_s * 1000 / config.audio.block_ms))
         self.ring = RingBuffer(self.source.block_size, blocks, self.source.sample_rate)
@@ -114,8 +117,10 @@ class Daemon:
         model = load_model(config)
         load_s = time.monotonic() - t0
         info = model.info
-        pipeline = Pipeline(config, model, source=self.source.name, stats=self.stats)
-        thresholds = keyword_thresholds(config, info.labels, info.keyword_labels)
+        pipeline = Pipeline(
+            config, model, source=self.source.name, stats=self.stats, near_misses=self.near_misses
+        )
+        thresholds = keyword_thresholds(config, info)
         return Runtime(config, pipeline, HookDispatcher(config, self.stats), thresholds, load_s)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -275,6 +280,8 @@ class Daemon:
         self._reloader.shutdown(wait=False, cancel_futures=True)
         if self._recorder is not None:
             self._recorder.close()
+        if self.near_misses is not None:
+            self.near_misses.close()
         self.runtime.hooks.close()
         for _, closer in self._retired:
             closer.join()

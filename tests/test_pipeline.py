@@ -11,7 +11,7 @@ import pytest
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.sources import read_audio
 from kws_daemon.audio.vad import VadGate
-from kws_daemon.config import Config, DetectorConfig, KeywordConfig, VadConfig
+from kws_daemon.config import DEFAULT_THRESHOLD, Config, DetectorConfig, KeywordConfig, VadConfig
 from kws_daemon.detector import Detector
 from kws_daemon.features import Fbank, pad_and_normalise
 from kws_daemon.model import Model, ModelInfo, default_model_dir
@@ -19,6 +19,8 @@ from kws_daemon.pipeline import Pipeline, keyword_thresholds
 from tests.conftest import DEMO_WAV
 
 LABELS = ("yes", "no", "_background_")
+RUNNING = DetectorConfig(mode="running")
+UNGATED = Config(vad=VadConfig(enabled=False), detector=RUNNING)
 
 
 def _post(*p: float) -> np.ndarray:
@@ -50,10 +52,25 @@ def test_background_and_unconfigured_labels_never_fire() -> None:
 
 def test_keyword_thresholds_default_to_all_non_background() -> None:
     info = ModelInfo.load(default_model_dir())
-    all_kw = keyword_thresholds(Config(), info.labels, info.keyword_labels)
+    all_kw = keyword_thresholds(Config(), info)
     assert len(all_kw) == 35 and "_background_" not in all_kw
-    config = Config(keywords=(KeywordConfig("yes", 0.9), KeywordConfig("stop")))
-    assert keyword_thresholds(config, info.labels, info.keyword_labels) == {"yes": 0.9, "stop": 0.8}
+    config = Config(
+        keywords=(KeywordConfig("yes", 0.9), KeywordConfig("stop")), detector=DetectorConfig(threshold=0.7)
+    )
+    assert keyword_thresholds(config, info) == {"yes": 0.9, "stop": 0.7}
+
+
+def test_calibrated_thresholds_apply_where_the_config_gives_none() -> None:
+    info = replace(
+        ModelInfo.load(default_model_dir()),
+        kws={"thresholds": {"commands": {"stop": 0.42, "nonsense": 0.1}, "running": {"stop": 0.97}}},
+    )
+    config = Config(keywords=(KeywordConfig("yes", 0.9), KeywordConfig("stop"), KeywordConfig("go")))
+    assert keyword_thresholds(config, info) == {"yes": 0.9, "stop": 0.42, "go": DEFAULT_THRESHOLD}
+    running = replace(config, detector=DetectorConfig(mode="running"))
+    assert keyword_thresholds(running, info)["stop"] == 0.97
+    explicit = replace(config, detector=DetectorConfig(threshold=0.6))  # `detect --threshold` sweeps
+    assert keyword_thresholds(explicit, info) == {"yes": 0.9, "stop": 0.6, "go": 0.6}
 
 
 def test_vad_gate_opens_on_speech_and_closes_after_hangover() -> None:
@@ -93,7 +110,7 @@ def test_windows_are_the_training_clips_of_the_same_audio() -> None:
     audio, _ = read_audio(DEMO_WAV)
     audio = audio[: 16000 * 2]
     model = RecordingModel()
-    config = Config(vad=VadConfig(enabled=False), detector=DetectorConfig(hop_ms=100))
+    config = replace(UNGATED, detector=DetectorConfig(mode="running", hop_ms=100))
     _run(Pipeline(config, model), audio, 480)
     params = model.info.fbank
     floats = audio.astype(np.float32) / 32768
@@ -115,17 +132,19 @@ def test_windows_are_the_training_clips_of_the_same_audio() -> None:
 def test_each_100_ms_block_completes_one_window() -> None:
     """With blocks of hop_ms, every block brings exactly one window, whose audio ends in that block."""
     audio, _ = read_audio(DEMO_WAV)
-    pipeline = Pipeline(Config(vad=VadConfig(enabled=False)), Model(ModelInfo.load(default_model_dir())))
+    pipeline = Pipeline(UNGATED, Model(ModelInfo.load(default_model_dir())))
     for i in range(0, 16000 * 3, 1600):
         before = pipeline.counters.windows
         pipeline.process(AudioBlock(audio[i : i + 1600], 16000, time.monotonic(), time.time()))
         assert pipeline.counters.windows == before + 1
-        assert pipeline._last_end == pipeline._store.n_frames  # the newest frame: nothing left waiting
+        assert (
+            pipeline.spotter._last_end == pipeline._store.n_frames
+        )  # the newest frame: nothing left waiting
 
 
 def test_block_size_does_not_change_results_without_vad() -> None:
     audio, _ = read_audio(DEMO_WAV)
-    config = Config(vad=VadConfig(enabled=False), detector=DetectorConfig(threshold=0.0))
+    config = replace(UNGATED, detector=DetectorConfig(mode="running", threshold=0.0))
     model = Model(ModelInfo.load(default_model_dir()))
     runs = [
         [(e.keyword, e.time_s, round(e.score, 5)) for e in _run(Pipeline(config, model), audio, b)]
@@ -136,7 +155,7 @@ def test_block_size_does_not_change_results_without_vad() -> None:
 
 def test_vad_gate_keeps_the_model_idle_in_silence() -> None:
     model = Model(ModelInfo.load(default_model_dir()))
-    config = Config(detector=DetectorConfig(threshold=0.0))
+    config = Config(detector=DetectorConfig(mode="running", threshold=0.0))
     silent = Pipeline(config, model)
     _run(silent, np.zeros(16000 * 5, dtype=np.int16), 480)
     assert silent.counters.windows == 0
@@ -152,7 +171,7 @@ def test_resampled_input_is_processed_at_16k() -> None:
 
     demo, _ = read_audio(DEMO_WAV)
     at48 = soxr.resample(demo, 16000, 48000).astype(np.int16)
-    pipeline = Pipeline(Config(vad=VadConfig(enabled=False)), Model(ModelInfo.load(default_model_dir())))
+    pipeline = Pipeline(UNGATED, Model(ModelInfo.load(default_model_dir())))
     for i in range(0, len(at48), 1440):
         pipeline.process(AudioBlock(at48[i : i + 1440], 48000, time.monotonic(), time.time()))
     pipeline.flush()

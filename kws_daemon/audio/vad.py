@@ -23,28 +23,33 @@ class VadGate:
         self._hangover = sample_rate * hangover_ms // 1000
         self._sample_rate = sample_rate
         self._pending = np.empty(0, dtype=np.int16)
-        self._seen = 0  # samples classified so far
         self._last_speech_end: int | None = None
         self.onset: int | None = None  # first speech sample of the current open stretch
         self.speech_frames = 0
         self.frames = 0
+        self.frame_samples = self._frame
+        self.decisions: list[bool] = []  # speech or not, per frame classified by the last call
+        self.seen = 0  # samples classified so far (the end of the last decision)
 
     def __call__(self, samples: np.ndarray) -> bool:
         """Classifies the new samples; True while the gate is open at the end of them."""
         self._pending = np.concatenate([self._pending, samples])
         n_frames = len(self._pending) // self._frame
+        self.decisions = []
         for i in range(n_frames):
             frame = self._pending[i * self._frame : (i + 1) * self._frame]
-            start = self._seen
-            self._seen += self._frame
+            start = self.seen
+            self.seen += self._frame
             self.frames += 1
-            if self._vad.is_speech(frame.tobytes(), self._sample_rate):
+            speech = self._vad.is_speech(frame.tobytes(), self._sample_rate)
+            self.decisions.append(speech)
+            if speech:
                 self.speech_frames += 1
                 if not self._open_at(start):
                     self.onset = start
-                self._last_speech_end = self._seen
+                self._last_speech_end = self.seen
         self._pending = self._pending[n_frames * self._frame :]
-        is_open = self._open_at(self._seen)
+        is_open = self._open_at(self.seen)
         if not is_open:
             self.onset = None
         return is_open

@@ -325,12 +325,13 @@ def ocean_clips(root: Path) -> Iterator[Clip]:
             yield Clip(_read_16k(root / row["relpath"]), background, "train", "ocean:sentence", speaker)
 
 
-def ocean_stream_utterances(root: Path) -> list[tuple[str, np.ndarray]]:
-    """The held-out speakers' sentences, keywords or not: real running speech for false accepts."""
+def ocean_stream_utterances(root: Path) -> list[tuple[str, str, np.ndarray]]:
+    """The held-out speakers' sentences, keywords or not: real running speech for false accepts
+    (speaker, transcript, audio)."""
     with (root / "manifest.tsv").open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     return [
-        (row["transcript"], _read_16k(root / row["relpath"]))
+        (row["speaker_id"], row["transcript"], _read_16k(root / row["relpath"]))
         for row in rows
         if ocean_held_out(row["speaker_id"]) and row["is_digit_string"] != "1"
     ]
@@ -581,7 +582,11 @@ def build_features(
             if clip.split == split:
                 yield augment(clip.audio, strength=0.0), clip.label, f"{clip.origin}|{clip.speaker}"
 
-    return {"train": featurise(train_items()), "test": featurise(held_out("test")), "xval": featurise(held_out("xval"))}
+    return {
+        "train": featurise(train_items()),
+        "test": featurise(held_out("test")),
+        "xval": featurise(held_out("xval")),
+    }
 
 
 def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: int) -> tuple[FeatureSet, str]:

@@ -1,0 +1,191 @@
+"""Commands mode: the endpointer, one decision per spoken command, sequences, near-miss capture."""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws_daemon.audio.block import AudioBlock
+from kws_daemon.audio.sources import read_audio
+from kws_daemon.config import (
+    Config,
+    DetectorConfig,
+    KeywordConfig,
+    NearMissConfig,
+    SequenceConfig,
+    parse,
+)
+from kws_daemon.detector import KeywordEvent
+from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
+from kws_daemon.errors import ConfigError
+from kws_daemon.model import Model, ModelInfo, default_model_dir
+from kws_daemon.nearmiss import NearMissRecorder
+from kws_daemon.pipeline import Pipeline
+from kws_daemon.sequences import SequenceMatcher
+from tests.conftest import DEMO_WAV
+
+FRAME = 480  # 30 ms VAD frames
+
+
+def _frames(pattern: str) -> list[bool]:
+    """'.' is 30 ms of silence, '#' 30 ms of voice."""
+    return [c == "#" for c in pattern]
+
+
+def test_endpointer_closes_a_word_after_enough_silence() -> None:
+    config = EndpointerConfig(silence_before_ms=300, silence_after_ms=200, min_word_ms=120, max_word_ms=1100)
+    ep = Endpointer(config, FRAME)
+    assert ep(_frames("." * 20 + "#" * 10 + "." * 3)) == []  # 90 ms of silence: not yet
+    assert ep.is_open
+    (segment,) = ep(_frames("." * 4))
+    assert segment == Segment(start=20 * FRAME, end=30 * FRAME, silence_before=20 * FRAME)
+    assert segment.is_command(config)
+    assert not ep.is_open
+
+
+def test_pauses_shorter_than_the_endpoint_stay_inside_the_word() -> None:
+    ep = Endpointer(EndpointerConfig(silence_after_ms=200), FRAME)
+    (segment,) = ep(_frames("." * 12 + "#####...#####" + "." * 8))  # a 90 ms closure, as in "six"
+    assert (segment.start, segment.end) == (12 * FRAME, 25 * FRAME)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "is_command"),
+    [
+        ("." * 12 + "#" * 12, True),  # 360 ms, after 360 ms of silence
+        ("." * 5 + "#" * 12, False),  # 150 ms of silence before it: part of running speech
+        ("." * 12 + "#" * 40, False),  # 1.2 s: a phrase, not a word
+        ("." * 12 + "#" * 3, False),  # 90 ms: a click
+    ],
+)
+def test_a_command_is_one_word_with_silence_before(pattern: str, is_command: bool) -> None:
+    config = EndpointerConfig()
+    (segment,) = Endpointer(config, FRAME)(_frames(pattern + "." * 10))
+    assert segment.is_command(config) is is_command
+
+
+def _run(pipeline: Pipeline, audio: np.ndarray, block: int = 1600) -> list[KeywordEvent]:
+    events = []
+    for i in range(0, len(audio), block):
+        events += pipeline.process(AudioBlock(audio[i : i + block], 16000, time.monotonic(), time.time()))
+    return events + pipeline.flush()
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return Model(ModelInfo.load(default_model_dir()))
+
+
+@pytest.fixture(scope="module")
+def demo() -> np.ndarray:
+    return read_audio(DEMO_WAV)[0]
+
+
+def test_commands_mode_fires_once_per_word_spoken_alone(model: Model, demo: np.ndarray) -> None:
+    pipeline = Pipeline(Config(detector=DetectorConfig(threshold=0.5)), model)
+    events = _run(pipeline, demo)
+    assert [e.keyword for e in events] == ["yes", "stop", "go", "up"]
+    assert pipeline.spotter.commands == 4  # type: ignore[union-attr]
+    # stamped at the end of the voiced word, not of a window: within the word's 1 s slot of the demo
+    for event, slot in zip(events, (1, 3, 5, 6), strict=True):
+        assert slot < event.time_s < slot + 1.0
+
+
+def test_a_keyword_inside_running_speech_is_no_command(model: Model, demo: np.ndarray) -> None:
+    """The demo's words twice over without pauses (1.9 s of voice): running mode still hears them,
+    commands mode sees one long segment and scores nothing."""
+    words = [demo[s : s + 6000] for s in (16000, 48000, 80000, 104000)]
+    trimmed = []
+    for w in words:
+        loud = np.flatnonzero(np.abs(w.astype(np.int32)) > 500)
+        trimmed.append(w[loud[0] : loud[-1]])
+    sentence = np.concatenate([np.zeros(16000, np.int16), *trimmed, *trimmed, np.zeros(16000, np.int16)])
+    commands = Pipeline(Config(detector=DetectorConfig(threshold=0.0)), model)
+    assert _run(commands, sentence) == []
+    assert commands.spotter.commands == 0  # type: ignore[union-attr]
+    running = Pipeline(Config(detector=DetectorConfig(mode="running", threshold=0.0)), model)
+    assert _run(running, sentence)
+
+
+def test_commands_mode_costs_no_inference_on_running_speech(model: Model, demo: np.ndarray) -> None:
+    speech = np.concatenate([demo[16000:22000]] * 30)  # 6 s of voice without a pause
+    pipeline = Pipeline(Config(), model)
+    _run(pipeline, np.concatenate([np.zeros(8000, np.int16), speech, np.zeros(8000, np.int16)]))
+    assert pipeline.counters.windows == 0
+
+
+def test_commands_mode_needs_the_vad() -> None:
+    with pytest.raises(ConfigError, match=r"detector\.mode: 'commands' needs the VAD"):
+        parse({"vad": {"enabled": False}})
+    assert parse({"vad": {"enabled": False}, "detector": {"mode": "running"}}).detector.mode == "running"
+
+
+def _event(keyword: str, t: float, score: float = 0.9) -> KeywordEvent:
+    return KeywordEvent(keyword, score, t, t_wall=1000 + t, t_mono=t)
+
+
+def test_a_sequence_fires_when_its_words_follow_in_time() -> None:
+    lights = SequenceConfig("lights", ("marvin", "on"), within_ms=2000)
+    match = SequenceMatcher((lights,), reported={"stop"})
+    out = match([_event("marvin", 1.0), _event("on", 2.5, 0.8)])
+    assert [(e.keyword, e.score) for e in out] == [("lights", 0.8)]  # the words alone are not reported
+    assert match([_event("marvin", 10.0), _event("on", 12.5)]) == []  # too late
+    assert match([_event("marvin", 20.0), _event("stop", 20.5), _event("on", 21.0)]) == [_event("stop", 20.5)]
+    assert [e.keyword for e in match([_event("on", 30.0), _event("marvin", 31), _event("on", 32)])] == [
+        "lights"
+    ]
+
+
+def test_sequences_arm_their_words_and_route_their_hooks(model: Model, demo: np.ndarray) -> None:
+    config = parse(
+        {
+            "keywords": ["up"],
+            "sequences": [{"words": ["stop", "go"], "within_ms": 2500, "hooks": [{"jsonl": "-"}]}],
+            "detector": {"threshold": 0.5},
+        }
+    )
+    assert config.sequences[0].name == "stop+go"
+    events = _run(Pipeline(config, model), demo)
+    assert [e.keyword for e in events] == ["stop+go", "up"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"sequences": [{"words": ["yes"]}]}, r"sequences\[0\]\.words: must be a list of two or more"),
+        ({"sequences": [{"within_ms": 100}]}, r"sequences\[0\]\.words: is required"),
+        ({"sequences": [{"words": ["a", "b"], "after": 1}]}, r"sequences\[0\]\.after: unknown key"),
+        ({"endpointer": {"min_word_ms": 900, "max_word_ms": 800}}, r"endpointer\.min_word_ms"),
+        ({"detector": {"mode": "always"}}, r"detector\.mode: must be one of commands, running"),
+        ({"near_misses": {"threshold": 0.3}}, r"near_misses\.dir: is required"),
+    ],
+)
+def test_config_mistakes_name_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(data)
+
+
+def test_unknown_sequence_words_are_reported_against_the_model() -> None:
+    config = parse({"sequences": [{"words": ["marvin", "onn"]}]})
+    with pytest.raises(ConfigError, match=r"sequences\[0\]\.words\[1\]: 'onn' .*did you mean 'on'"):
+        config.check_against(ModelInfo.load(default_model_dir()))
+
+
+def test_near_misses_keep_close_windows_within_the_budget(
+    tmp_path: Path, model: Model, demo: np.ndarray
+) -> None:
+    recorder = NearMissRecorder(NearMissConfig(tmp_path / "near", threshold=0.3, max_mb=0.07))
+    config = Config(keywords=(KeywordConfig("yes", 0.99),), detector=DetectorConfig(threshold=0.99))
+    events = _run(Pipeline(config, model, near_misses=recorder), demo)
+    recorder.close()
+    assert events == []  # nothing reaches 0.99 ...
+    files = sorted((tmp_path / "near").glob("*.wav"))
+    assert recorder.saved >= 3 and len(files) == 2  # ... every word came close; 32 kB each, 70 kB kept
+    names = [f.name for f in files]
+    assert any("-go-" in n or "-up-" in n for n in names)
+    with wave.open(str(files[0])) as w:
+        assert (w.getframerate(), w.getnchannels()) == (16000, 1) and w.getnframes() > 15000
