@@ -140,6 +140,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return command(args, _config(args))
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from kws_daemon.tunecli import command
+
+    return command(args, _config(args))
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if args.json:
@@ -226,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write every number as JSON")
     p.add_argument("--det", metavar="OUT.png", help="write the DET curve (needs the plot extra)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("tune", help="per-keyword thresholds for a target false-accept rate, from your audio")
+    p.add_argument("--negatives", nargs="+", required=True, metavar="AUDIO", help="audio that must not fire")
+    p.add_argument("--positives", metavar="DIR", help="one subfolder of your own command clips per word")
+    p.add_argument(
+        "--target", type=float, default=0.5, metavar="FA/H", help="false accepts an hour, all words"
+    )
+    p.add_argument(
+        "--max-miss", type=float, default=0.1, metavar="RATE", help="with --positives (default 0.1)"
+    )
+    p.add_argument("--config", help="YAML config file (its mode, VAD and keywords)")
+    p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--json", metavar="OUT", help="write the sweep and the result as JSON")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("devices", help="list audio input devices")
     p.add_argument("--json", action="store_true")

@@ -9,3 +9,9 @@ class KwsError(Exception):
 
 class ConfigError(KwsError):
     exit_code = 2
+
+
+class UsageError(KwsError):
+    """A command-line argument the command cannot take."""
+
+    exit_code = 2

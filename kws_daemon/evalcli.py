@@ -25,9 +25,10 @@ from kws_daemon.config import Config
 from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
-from kws_daemon.evaluate import Placement, clip_posteriors, score_stream, sweep_events
+from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream
 from kws_daemon.features import Fbank, int16_to_float
 from kws_daemon.model import Model
+from kws_daemon.operating import OperatingPoint, summary
 from kws_daemon.pipeline import RATE
 from kws_daemon.service import load_model
 
@@ -151,21 +152,26 @@ def streaming_metrics(
     negatives: list[Path],
     thresholds: list[float],
 ) -> dict[str, Any]:
+    """The sweep (one threshold for every word), the figures users compare engines by, and the
+    operating point of the config as it is (its own or the model's calibrated thresholds)."""
     stream, placements = keyword_stream(audio, clips)
-    keyword_runs = sweep_events(config, model, stream, thresholds, "eval: keyword stream")
-    negative_runs: list[list[KeywordEvent]] = [[] for _ in thresholds]
+    as_is = [config, *(replace(config, detector=replace(config.detector, threshold=t)) for t in thresholds)]
+    keyword_runs = replay_runs(as_is, model, stream, "eval: keyword stream")
+    negative_runs: list[list[KeywordEvent]] = [[] for _ in as_is]
     negative_s = 0.0
     for path in negatives:
         samples = load_16k(path)
         negative_s += len(samples) / RATE
         for events, run in zip(
-            negative_runs, sweep_events(config, model, samples, thresholds, f"eval: {path.name}"), strict=True
+            negative_runs, replay_runs(as_is, model, samples, f"eval: {path.name}"), strict=True
         ):
             events += run
-    sweep = []
-    for threshold, events, false_accepts in zip(thresholds, keyword_runs, negative_runs, strict=True):
+    rows: list[dict[str, Any]] = []
+    for threshold, events, false_accepts in zip(
+        ["config", *thresholds], keyword_runs, negative_runs, strict=True
+    ):
         score = score_stream(events, placements)
-        sweep.append(
+        rows.append(
             {
                 "threshold": threshold,
                 "false_reject_rate": score.false_reject_rate,
@@ -175,11 +181,19 @@ def streaming_metrics(
                 "false_accepts_per_hour": len(false_accepts) / (negative_s / 3600) if negatives else None,
             }
         )
+    curve = [
+        OperatingPoint(r["threshold"], r["false_reject_rate"], r["false_accepts_per_hour"])
+        for r in rows[1:]
+        if r["false_accepts_per_hour"] is not None
+    ]
     return {
+        "mode": config.detector.mode,
         "keyword_stream_s": len(stream) / RATE,
         "keywords_placed": len(placements),
         "negative_hours": negative_s / 3600,
-        "sweep": sweep,
+        "operating_point": rows[0],
+        "summary": summary(curve) if curve else None,
+        "sweep": rows[1:],
     }
 
 
@@ -222,7 +236,24 @@ def report(result: dict[str, Any]) -> str:
         for s in stream["sweep"]
     ]
     lines.append(table(["threshold", "false rejects", "false accepts/h", "wrong word", "extra"], sweep))
+    point = stream["operating_point"]
+    lines.append(
+        f"the config as it is ({stream['mode']} mode, its thresholds or the model's calibrated ones): "
+        f"false rejects {point['false_reject_rate']:.1%}"
+        + (
+            f", false accepts {point['false_accepts_per_hour']:.2f}/h"
+            if point["false_accepts"] is not None
+            else ""
+        )
+    )
+    if stream["summary"]:
+        figures = ", ".join(f"{k.replace('_', ' ')}: {_figure(v)}" for k, v in stream["summary"].items())
+        lines.append(f"one threshold for every word: {figures}")
     return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.3g}"
 
 
 def _top_confusion(confusion: dict[str, Any], word: str) -> str:

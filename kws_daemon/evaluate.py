@@ -18,7 +18,7 @@ from kws_daemon.config import Config
 from kws_daemon.console import Progress
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.features import pad_and_normalise
-from kws_daemon.model import Model
+from kws_daemon.model import Model, Replay
 from kws_daemon.pipeline import Pipeline
 
 RATE = 16000
@@ -49,27 +49,6 @@ def run_stream(
         if progress is not None:
             progress(min(block, len(audio) - i) / RATE)
     return events + pipeline.flush()
-
-
-class Replay(Model):
-    """The wrapped model on the first pass over a stream; its recorded posteriors on every later pass."""
-
-    def __init__(self, model: Model) -> None:  # no session of its own: it wraps `model`'s
-        self.info = model.info
-        self._model = model
-        self._recorded: list[np.ndarray] = []
-        self._next: int | None = None
-
-    def rewind(self) -> None:
-        self._next = 0
-
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        if self._next is None:
-            self._recorded.append(self._model(windows))
-            return self._recorded[-1]
-        out = self._recorded[self._next]
-        self._next += 1
-        return out
 
 
 def replay_runs(

@@ -204,3 +204,32 @@ class Model:
         (logits,) = self._session.run(["logits"], {"input_values": windows.astype(np.float32)})
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
+
+
+class Replay(Model):
+    """The wrapped model on the first pass over a stream; its recorded posteriors on every later
+    pass. Which windows get scored depends on the audio and the VAD, never on thresholds, so a
+    threshold sweep costs one model pass (and the pipeline skips the features while `replaying`)."""
+
+    def __init__(self, model: Model) -> None:  # no session of its own: it wraps `model`'s
+        self.info = model.info
+        self._model = model
+        self._recorded: list[np.ndarray] = []
+        self._next: int | None = None
+
+    @property
+    def replaying(self) -> bool:
+        return self._next is not None
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __call__(self, windows: np.ndarray | None) -> np.ndarray:
+        """`windows` may be None while replaying: the recorded posteriors do not depend on them."""
+        if self._next is None:
+            assert windows is not None
+            self._recorded.append(self._model(windows))
+            return self._recorded[-1]
+        out = self._recorded[self._next]
+        self._next += 1
+        return out

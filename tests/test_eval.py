@@ -15,8 +15,8 @@ from kws_daemon.config import Config, DetectorConfig
 from kws_daemon.console import Progress, table
 from kws_daemon.errors import KwsError
 from kws_daemon.evalcli import LabelledClip, clip_metrics, manifest_clips, spread
-from kws_daemon.evaluate import Replay, run_stream, sweep_events
-from kws_daemon.model import Model
+from kws_daemon.evaluate import run_stream, sweep_events
+from kws_daemon.model import Model, Replay
 from kws_daemon.pipeline import RATE
 from kws_daemon.service import load_model
 from tests.conftest import DEMO_WAV, kws
