@@ -20,6 +20,7 @@ from kws_daemon.model import ModelInfo, default_model_dir
 T = TypeVar("T")
 HookKind = Literal["command", "webhook", "jsonl"]
 HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
+_PROGRAM = re.compile(r"[\w./+-]+")  # a shell command's first word, past any "(" or "{"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,17 @@ class HookConfig:
     def describe(self) -> str:
         target = " ".join(self.target) if isinstance(self.target, tuple) else self.target
         return f"{self.kind} {target}"
+
+    def short(self) -> str:
+        """For lines logged per line of a hook's output: a command's program, not its whole command line."""
+        if self.kind != "command":
+            return self.describe()
+        if isinstance(self.target, tuple):
+            program = self.target[0]
+        else:
+            first = _PROGRAM.search(self.target)
+            program = first[0] if first else ""
+        return f"command {os.path.basename(program) or '?'}"
 
 
 @dataclass(frozen=True)
@@ -96,14 +108,15 @@ class Config:
         return replace(self, audio=replace(self.audio, **changes))
 
     def check_against(self, info: ModelInfo) -> None:
-        """Errors for keywords that the model cannot produce."""
+        """Errors for keywords that the model cannot produce, naming the config file like load()'s."""
+        where = f"{self.source}: " if self.source else ""
         for i, kw in enumerate(self.keywords or ()):
             if kw.name not in info.labels:
                 close = difflib.get_close_matches(kw.name, info.labels, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(
-                    f"keywords[{i}].name: '{_shown(kw.name)}' is not a label of the model in {info.path}; "
-                    f"{hint}labels: {', '.join(info.keyword_labels)}"
+                    f"{where}keywords[{i}].name: '{_shown(kw.name)}' is not a label of the model in "
+                    f"{info.path}; {hint}labels: {', '.join(info.keyword_labels)}"
                 )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kws_daemon.errors import KwsError
+from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
 
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
@@ -98,7 +98,8 @@ class ModelInfo:
         path = Path(directory)
         # os.path, not Path: it answers False for names the kernel refuses (too long, NUL) instead of raising
         if not os.path.isdir(path):
-            raise KwsError(f"model directory {path} does not exist (set `model:` to a model directory)")
+            # a mistake in `model:` or --model (exit 2), unlike a broken directory (exit 1)
+            raise ConfigError(f"model directory {path} does not exist (set `model:` to a model directory)")
         if not os.path.isfile(path / "model.onnx"):
             raise KwsError(f"model directory {path}: model.onnx is missing")
         config = _read_json(path / "config.json")

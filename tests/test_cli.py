@@ -131,9 +131,29 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     )
 
 
-def test_missing_model_dir(tmp_path: Path) -> None:
-    result = kws("detect", "--model", str(tmp_path / "nope"), str(DEMO_WAV))
-    assert result.returncode == 1 and b"does not exist" in result.stderr and b"Traceback" not in result.stderr
+@pytest.mark.parametrize("command", ["detect", "run", "bench"])
+def test_missing_model_dir_is_a_mistake_exit_2(tmp_path: Path, command: str) -> None:
+    """Every command that takes --model takes it, and a directory that is not there is a mistake."""
+    audio = [str(DEMO_WAV)] if command == "detect" else ["--input", str(DEMO_WAV)]
+    result = kws(command, "--model", str(tmp_path / "nope"), *audio)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode() == (
+        f"kws-daemon: error: model directory {tmp_path / 'nope'} does not exist "
+        "(set `model:` to a model directory)\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["detect", "bench"])
+@pytest.mark.parametrize("value", ["-1", "1.5", "nan", "high"])
+def test_threshold_outside_0_to_1_is_refused_exit_2(command: str, value: str) -> None:
+    result = kws(command, f"--threshold={value}", *([str(DEMO_WAV)] if command == "detect" else []))
+    assert result.returncode == 2
+    assert f"--threshold: must be a number from 0 to 1 (got '{value}')" in result.stderr.decode()
+
+
+def test_detect_summary_is_pluralised(tmp_path: Path) -> None:
+    result = kws("detect", str(DEMO_WAV))
+    assert result.returncode == 0 and b"INFO: 4 detections in 1 file\n" in result.stderr
 
 
 def test_stats_interval_logs_while_running(tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def test_broken_audio_headers_and_names_are_one_line_errors(tmp_path: Path) -> N
     for error, (_, message) in zip(errors, files.values(), strict=False):
         assert message in error, error
     assert "no such file" in errors[-1]
-    assert "1 files; 5 unreadable" in stderr  # the good file was still processed
+    assert "4 detections in 1 file; 5 unreadable" in stderr  # the good file was still processed
 
 
 def test_hostile_labels_reach_hooks_only_as_data(tmp_path: Path) -> None:

@@ -581,7 +581,11 @@ def build_features(
             if clip.split == split:
                 yield augment(clip.audio, strength=0.0), clip.label, f"{clip.origin}|{clip.speaker}"
 
-    return {"train": featurise(train_items()), "test": featurise(held_out("test")), "xval": featurise(held_out("xval"))}
+    return {
+        "train": featurise(train_items()),
+        "test": featurise(held_out("test")),
+        "xval": featurise(held_out("xval")),
+    }
 
 
 def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: int) -> tuple[FeatureSet, str]:
