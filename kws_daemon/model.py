@@ -19,6 +19,7 @@ import numpy as np
 
 from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
+from kws_daemon.shipped import shipped
 
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
 
@@ -29,11 +30,7 @@ def is_background_label(label: str) -> bool:
 
 def default_model_dir() -> Path:
     """The shipped model: inside the installed package, or at the root of a source checkout."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "models" / "default", package.parent / "models" / "default"):
-        if candidate.is_dir():
-            return candidate
-    return package.parent / "models" / "default"
+    return shipped("models/default")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
