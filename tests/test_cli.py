@@ -76,6 +76,21 @@ def test_detect_reports_each_bad_file_and_keeps_going(tmp_path: Path) -> None:
     assert _detections(result.stdout)  # the good file was still processed
 
 
+def test_a_wav_cut_short_in_its_data_chunk_is_read_as_far_as_it_goes_with_a_warning(tmp_path: Path) -> None:
+    whole = DEMO_WAV.read_bytes()
+    assert sf.info(DEMO_WAV).frames == (len(whole) - 44) // 2  # a plain 44-byte header, 16-bit mono
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: 44 + 16000 * 2 * 4])  # the first 4 s: "yes", "stop"
+    result = kws("detect", "--json", str(cut))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"WARNING: {cut}: truncated: its header declares 8.20 s of audio, the file holds 4.00 s".encode()
+        in (result.stderr)
+    )
+    assert [keyword for keyword, _, _ in _detections(result.stdout)] == ["yes", "stop"]
+    assert b"truncated" not in kws("detect", str(DEMO_WAV)).stderr
+
+
 def test_run_on_a_file_fires_the_same_hooks_as_detect(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     config = _config(tmp_path, f"hooks: [{{jsonl: {events}}}]\n")
@@ -165,3 +180,28 @@ def test_stats_interval_logs_while_running(tmp_path: Path) -> None:
     assert result.stderr.count(b"stats:") >= 3  # every 1.8 s over 8.2 s of paced audio, and at exit
     bad = kws("run", "--stats-interval", "soon")
     assert bad.returncode == 2 and b"must be minutes" in bad.stderr
+
+
+class _NoDevices:
+    """sounddevice as PortAudio answers it on a machine with no input device at all."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def query_devices(self, device: object, kind: str) -> None:
+        raise self.PortAudioError(f"Error querying device {-1 if device is None else device}")
+
+
+def test_no_default_input_device_says_so_and_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kws_daemon.audio import sources
+    from kws_daemon.errors import KwsError
+
+    monkeypatch.setattr(sources, "_sounddevice", _NoDevices)
+    with pytest.raises(
+        KwsError, match=r"^no default input device: pick one with --device .*`kws-daemon devices`"
+    ):
+        sources.MicSource(None, None, 100)
+    with pytest.raises(
+        KwsError, match=r"^audio.device: Error querying device USB \(see `kws-daemon devices`\)$"
+    ):
+        sources.MicSource("USB", None, 100)
