@@ -88,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.input:
         config = config.with_audio(input=args.input)
+    if args.fast:
+        config = config.with_audio(realtime=False)
     if args.device is not None:
         device: str | int = int(args.device) if args.device.isdigit() else args.device
         config = config.with_audio(device=device, input=None)
@@ -204,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--model", help="model directory (overrides the config)")
     p.add_argument("--device", help="input device name or index (overrides audio.device)")
-    p.add_argument("--input", help="WAV/FLAC file, or - for raw s16le 16 kHz mono on stdin")
+    p.add_argument(
+        "--input", help="WAV/FLAC file (paced at real time), or - for raw s16le 16 kHz mono on stdin"
+    )
+    p.add_argument(
+        "--fast", action="store_true", help="read --input as fast as possible (audio.realtime: false)"
+    )
     p.add_argument("--record", metavar="WAV", help="also write the captured audio here (replay with detect)")
     p.add_argument(
         "--stats-interval", type=_minutes, metavar="MIN", help="also log the stats line every MIN minutes"

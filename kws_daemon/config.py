@@ -58,7 +58,9 @@ class KeywordConfig:
 class AudioConfig:
     device: str | int | None = None  # None: the system's default input
     input: str | None = None  # a WAV/FLAC path, or "-" for raw s16le 16 kHz mono on stdin
-    realtime: bool = False
+    # None: a file is paced at real time, as a microphone delivers audio, so the queue latency in the
+    # stats means what it says; stdin is read as it comes (arecord paces it). False: as fast as possible.
+    realtime: bool | None = None
     loop: bool = False
     sample_rate: int | None = None  # capture rate; None: 16000 when the device can, else its default
     block_ms: int = 100  # = hop_ms: one wake-up per window (idle CPU), each window complete on arrival
@@ -352,7 +354,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         audio=AudioConfig(
             device=audio.get("device", None, _device),
             input=audio.get("input", None, _str),
-            realtime=audio.get("realtime", False, _bool),
+            realtime=audio.get("realtime", None, _bool),
             loop=audio.get("loop", False, _bool),
             sample_rate=audio.get("sample_rate", None, _int(8000, 192000)),
             block_ms=audio.get("block_ms", 100, _int(10, 200, (10, 20, 30, 40, 50, 60, 80, 100, 200))),

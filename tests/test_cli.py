@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_a_wav_cut_short_in_its_data_chunk_is_read_as_far_as_it_goes_with_a_warn
 def test_run_on_a_file_fires_the_same_hooks_as_detect(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     config = _config(tmp_path, f"hooks: [{{jsonl: {events}}}]\n")
-    run = kws("run", "--config", str(config), "--input", str(DEMO_WAV))
+    run = kws("run", "--config", str(config), "--input", str(DEMO_WAV), "--fast")
     assert run.returncode == 0, run.stderr
     live = _detections(events.read_bytes())
     detect = kws("detect", "--config", str(config), "--json", str(DEMO_WAV))
@@ -169,6 +170,24 @@ def test_threshold_outside_0_to_1_is_refused_exit_2(command: str, value: str) ->
 def test_detect_summary_is_pluralised(tmp_path: Path) -> None:
     result = kws("detect", str(DEMO_WAV))
     assert result.returncode == 0 and b"INFO: 4 detections in 1 file\n" in result.stderr
+
+
+def _queue_p95_ms(stderr: bytes) -> float:
+    stats = next(line for line in stderr.decode().splitlines() if "stats:" in line)
+    return float(stats.split(" queue ")[1].split("/")[1])
+
+
+def test_run_paces_a_file_at_real_time_so_queue_latency_is_a_microphone_s(tmp_path: Path) -> None:
+    """8.2 s of demo audio take 8 s or more, and no block waits long in the queue; --fast does not wait."""
+    started = time.monotonic()
+    paced = kws("run", "--input", str(DEMO_WAV))
+    elapsed = time.monotonic() - started
+    assert paced.returncode == 0, paced.stderr
+    assert elapsed >= 8.0 and _queue_p95_ms(paced.stderr) < 50, (elapsed, paced.stderr.decode()[-600:])
+    started = time.monotonic()
+    fast = kws("run", "--input", str(DEMO_WAV), "--fast")
+    assert fast.returncode == 0 and time.monotonic() - started < elapsed - 3, fast.stderr
+    assert _queue_p95_ms(fast.stderr) > _queue_p95_ms(paced.stderr)
 
 
 def test_stats_interval_logs_while_running(tmp_path: Path) -> None:

@@ -353,9 +353,9 @@ Source = FileSource | StdinSource | MicSource
 def open_source(audio: Any) -> Source:
     """The source the config's audio section names: input file, stdin ('-'), or a device."""
     if audio.input == "-":
-        return StdinSource(audio.block_ms, audio.realtime)
+        return StdinSource(audio.block_ms, audio.realtime is True)
     if audio.input:
-        return FileSource(audio.input, audio.block_ms, audio.realtime, audio.loop)
+        return FileSource(audio.input, audio.block_ms, audio.realtime is not False, audio.loop)
     return MicSource(audio.device, audio.sample_rate, audio.block_ms)
 
 
