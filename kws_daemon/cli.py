@@ -274,8 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_blas_thread() -> None:
+    """NumPy's BLAS on one thread. When the VAD gate opens, ~100 log-mel frames go through one matrix
+    multiply; OpenBLAS splits it over spinning threads that cost twice the CPU of doing it on the
+    pipeline's own thread (docs/benchmarks.md), while the gate is there to save CPU. threadpoolctl
+    limits the BLAS already loaded at run time, whatever imported numpy first, where OPENBLAS_NUM_THREADS
+    only counts if set before that import; the BLAS of torch, loaded later by export, is left alone."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    one_blas_thread()
     handler = logging.StreamHandler()
     handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else _PLAIN)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])

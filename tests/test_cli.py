@@ -224,3 +224,24 @@ def test_no_default_input_device_says_so_and_what_to_do(monkeypatch: pytest.Monk
         KwsError, match=r"^audio.device: Error querying device USB \(see `kws-daemon devices`\)$"
     ):
         sources.MicSource("USB", None, 100)
+
+
+def test_the_command_line_runs_numpys_blas_on_one_thread(tmp_path: Path) -> None:
+    """Two spinning OpenBLAS threads for the gate's one matrix multiply doubled the CPU it cost."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, numpy, threadpoolctl\n"
+        "from kws_daemon.cli import main\n"
+        "before = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "main(['check-config', {config!r}])\n"
+        "after = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "print(json.dumps([before, after]))\n"
+    ).format(config=str(_config(tmp_path)))
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    before, after = json.loads(result.stdout.strip().splitlines()[-1])
+    if max(before, default=1) == 1:
+        pytest.skip("NumPy's BLAS already runs on one thread here (one core, or OPENBLAS_NUM_THREADS=1)")
+    assert after == [1] * len(before)
