@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -228,17 +230,15 @@ def test_no_default_input_device_says_so_and_what_to_do(monkeypatch: pytest.Monk
 
 def test_the_command_line_runs_numpys_blas_on_one_thread(tmp_path: Path) -> None:
     """Two spinning OpenBLAS threads for the gate's one matrix multiply doubled the CPU it cost."""
-    import subprocess
-    import sys
-
+    config = str(_config(tmp_path))
     probe = (
         "import json, numpy, threadpoolctl\n"
         "from kws_daemon.cli import main\n"
         "before = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
-        "main(['check-config', {config!r}])\n"
+        f"main(['check-config', {config!r}])\n"
         "after = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
         "print(json.dumps([before, after]))\n"
-    ).format(config=str(_config(tmp_path)))
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     before, after = json.loads(result.stdout.strip().splitlines()[-1])
