@@ -44,6 +44,7 @@ from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model
 from kws_daemon.pipeline import RATE, Pipeline
 from kws_daemon.service import load_model
+from kws_daemon.shipped import shipped
 
 STAGE_NAMES = {
     "queue": "capture queue",
@@ -59,10 +60,10 @@ QUIET_ROOM_DBFS = -55.0
 
 
 def demo_speech() -> np.ndarray:
-    """demo/demo.wav of the source tree ("yes", "stop", "go", "up" under quiet noise) at 16 kHz."""
-    path = Path(__file__).resolve().parent.parent / "demo" / "demo.wav"
+    """demo/demo.wav ("yes", "stop", "go", "up" under quiet noise, shipped in the wheel too) at 16 kHz."""
+    path = shipped("demo/demo.wav")
     if not path.is_file():
-        raise KwsError(f"no --input given and {path} is missing (it ships in the source tree); pass --input")
+        raise KwsError(f"no --input given and {path} is missing (a broken install?); pass --input")
     samples, rate = read_audio(path)
     return Resampler(rate, RATE)(samples, last=True)
 

@@ -70,10 +70,27 @@ def _minutes(text: str) -> float:
     return value
 
 
+def _threshold(text: str) -> float:
+    """--threshold as the config's detector.threshold allows it: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1 (got {text!r})")
+    return value
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.input:
         config = config.with_audio(input=args.input)
+    if args.fast:
+        config = config.with_audio(realtime=False)
     if args.device is not None:
         device: str | int = int(args.device) if args.device.isdigit() else args.device
         config = config.with_audio(device=device, input=None)
@@ -119,7 +136,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             dispatcher.close()
         if near_misses is not None:
             near_misses.close()
-    summary = f"{detections} detections in {len(args.files) - failed} files"
+    summary = f"{_plural(detections, 'detection')} in {_plural(len(args.files) - failed, 'file')}"
     if failed:
         summary += f"; {failed} unreadable"
     log.info("%s", summary)
@@ -165,7 +182,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     model = load_model(config)
     keywords = [k.name for k in config.keywords] if config.keywords else list(model.info.keyword_labels)
     hooks = len(config.hooks) + sum(len(k.hooks) for k in config.keywords or ())
-    print(f"{args.file}: OK (model {config.model}, {len(keywords)} keywords, {hooks} hooks)")
+    counts = f"{_plural(len(keywords), 'keyword')}, {_plural(hooks, 'hook')}"
+    print(f"{args.file}: OK (model {config.model}, {counts})")
     return 0
 
 
@@ -186,13 +204,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kws-daemon", description="Always-on keyword spotting for Linux.")
     parser.add_argument("--version", action="version", version=f"kws-daemon {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log messages of this level and above to stderr (default info)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="listen and fire hooks until SIGINT/SIGTERM (or the end of --input)")
     p.add_argument("--config", help="YAML config file")
+    p.add_argument("--model", help="model directory (overrides the config)")
     p.add_argument("--device", help="input device name or index (overrides audio.device)")
-    p.add_argument("--input", help="WAV/FLAC file, or - for raw s16le 16 kHz mono on stdin")
+    p.add_argument(
+        "--input", help="WAV/FLAC file (paced at real time), or - for raw s16le 16 kHz mono on stdin"
+    )
+    p.add_argument(
+        "--fast", action="store_true", help="read --input as fast as possible (audio.realtime: false)"
+    )
     p.add_argument("--record", metavar="WAV", help="also write the captured audio here (replay with detect)")
     p.add_argument(
         "--stats-interval", type=_minutes, metavar="MIN", help="also log the stats line every MIN minutes"
@@ -202,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="replay audio files through the pipeline and print detections")
     p.add_argument("--config", help="YAML config file (hooks in it fire too)")
     p.add_argument("--model", help="model directory (overrides the config)")
-    p.add_argument("--threshold", type=float, help="detector threshold (overrides the config)")
+    p.add_argument("--threshold", type=_threshold, help="detector threshold, 0 to 1 (overrides the config)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_detect)
@@ -213,10 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="AUDIO", help="recording (default: speech+silence+noise)")
     p.add_argument("--duration", type=float, metavar="S", help="stream length (default 60)")
     p.add_argument("--idle", type=float, default=60.0, metavar="S", help="room noise for idle CPU (0: skip)")
-    p.add_argument("--threshold", type=float, default=0.0, metavar="T", help="for all keywords (default 0)")
+    p.add_argument(
+        "--threshold", type=_threshold, default=0.0, metavar="T", help="for all keywords (default 0)"
+    )
     p.add_argument("--json", metavar="OUT", help="write every measurement as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (needs the plot extra)")
-    p.add_argument("--compare", action="store_true", help="also time the seeds' way, openWakeWord")
+    p.add_argument(
+        "--compare", action="store_true", help="also time a transformers pipeline and openWakeWord"
+    )
     p.add_argument("--checkpoint", metavar="DIR", help="the model's Hugging Face checkpoint for --compare")
     p.set_defaults(func=cmd_bench)
 
@@ -265,8 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_blas_thread() -> None:
+    """NumPy's BLAS on one thread. When the VAD gate opens, ~100 log-mel frames go through one matrix
+    multiply; OpenBLAS splits it over spinning threads that cost twice the CPU of doing it on the
+    pipeline's own thread (docs/benchmarks.md), while the gate is there to save CPU. threadpoolctl
+    limits the BLAS already loaded at run time, whatever imported numpy first, where OPENBLAS_NUM_THREADS
+    only counts if set before that import; the BLAS of torch, loaded later by export, is left alone."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    one_blas_thread()
     handler = logging.StreamHandler()
     handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else _PLAIN)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])

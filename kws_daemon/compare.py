@@ -2,11 +2,13 @@
 
 - the seeds' way: transformers `pipeline("audio-classification")` in PyTorch on the model's own
   Hugging Face checkpoint, a 1 s window every hop over the whole stream (no VAD, as the seeds did);
-- openWakeWord 0.4.0 with the models its wheel ships, fed 80 ms chunks as its README does.
+- openWakeWord 0.4.0 with the models its wheel ships, fed 80 ms chunks as its README does;
+- pymicro-wakeword 2.5.0 (microWakeWord, TFLite) with the four models its wheel ships, fed 30 ms
+  chunks: its models' stride, so every chunk ends in a decision of each model.
 
 Each is measured like the fast pass: process CPU seconds per audio second, and the wall time from
-new audio to scores (a window, a chunk) per decision. torch, transformers and openwakeword come
-from the optional `compare` extra and are imported only here.
+new audio to scores (a window, a chunk) per decision. torch, transformers, openwakeword and
+pymicro_wakeword come from the optional `compare` extra and are imported only here.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from kws_daemon.pipeline import RATE
 OWW_CHUNK = 1280  # 80 ms, openWakeWord's frame
 SEEDS = "seeds: transformers pipeline (torch)"
 OWW = "openWakeWord 0.4.0"
+MWW_CHUNK = 480  # 30 ms: three of microWakeWord's 10 ms feature frames, its models' stride
+MWW = "pymicro-wakeword 2.5.0"
 
 
-MODULES = ("torch", "transformers", "openwakeword")
+MODULES = ("torch", "transformers", "openwakeword", "pymicro_wakeword")
 
 
 def require() -> None:
@@ -136,11 +140,44 @@ def openwakeword_way(audio: np.ndarray) -> dict[str, Any]:
     return result
 
 
+def microwakeword_way(audio: np.ndarray) -> dict[str, Any]:
+    start = time.perf_counter()
+    from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
+    from pymicro_wakeword import Model as MwwModel
+
+    models = [MicroWakeWord.from_builtin(m) for m in MwwModel]
+    features = MicroWakeWordFeatures()
+    load_s = time.perf_counter() - start
+
+    def chunks() -> Iterator[tuple[np.ndarray, float]]:
+        for i in range(0, len(audio) - MWW_CHUNK + 1, MWW_CHUNK):
+            yield audio[i : i + MWW_CHUNK], MWW_CHUNK / RATE
+
+    def decide(chunk: np.ndarray) -> None:  # its front end takes 16-bit little-endian bytes
+        for frame in features.process_streaming(chunk.astype("<i2").tobytes()):
+            for model in models:
+                model.process_streaming_prob(frame)
+
+    audio_s = len(audio) // MWW_CHUNK * MWW_CHUNK / RATE
+    result = _measure("pymicro-wakeword", chunks(), audio_s, decide)
+    result.update(
+        load_s=load_s,
+        version=importlib.metadata.version("pymicro-wakeword"),
+        models=sorted(m.id for m in models),
+        hop_ms=MWW_CHUNK * 1000 // RATE,
+    )
+    return result
+
+
 def compare(
     ours: dict[str, Any], audio: np.ndarray, detector: DetectorConfig, checkpoint: Path
 ) -> dict[str, Any]:
-    """Both alternatives on `audio`, with ratios to our fast pass (theirs ÷ ours: > 1 means we use less)."""
-    engines = {SEEDS: seeds_way(checkpoint, audio, detector), OWW: openwakeword_way(audio)}
+    """The alternatives on `audio`, with ratios to our fast pass (theirs ÷ ours: > 1 means we use less)."""
+    engines = {
+        SEEDS: seeds_way(checkpoint, audio, detector),
+        OWW: openwakeword_way(audio),
+        MWW: microwakeword_way(audio),
+    }
     fast = ours["fast"]
     for engine in engines.values():
         engine["cpu_ratio"] = engine["cpu_per_audio_s"] / fast["cpu_per_audio_s"]

@@ -24,6 +24,7 @@ HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
 Mode = Literal["commands", "running"]
 MODES: tuple[Mode, ...] = ("commands", "running")
 DEFAULT_THRESHOLD = 0.8  # where neither the config nor the model's kws.json gives one
+_PROGRAM = re.compile(r"[\w./+-]+")  # a shell command's first word, past any "(" or "{"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,17 @@ class HookConfig:
         target = " ".join(self.target) if isinstance(self.target, tuple) else self.target
         return f"{self.kind} {target}"
 
+    def short(self) -> str:
+        """For lines logged per line of a hook's output: a command's program, not its whole command line."""
+        if self.kind != "command":
+            return self.describe()
+        if isinstance(self.target, tuple):
+            program = self.target[0]
+        else:
+            first = _PROGRAM.search(self.target)
+            program = first[0] if first else ""
+        return f"command {os.path.basename(program) or '?'}"
+
 
 @dataclass(frozen=True)
 class KeywordConfig:
@@ -50,7 +62,9 @@ class KeywordConfig:
 class AudioConfig:
     device: str | int | None = None  # None: the system's default input
     input: str | None = None  # a WAV/FLAC path, or "-" for raw s16le 16 kHz mono on stdin
-    realtime: bool = False
+    # None: a file is paced at real time, as a microphone delivers audio, so the queue latency in the
+    # stats means what it says; stdin is read as it comes (arecord paces it). False: as fast as possible.
+    realtime: bool | None = None
     loop: bool = False
     sample_rate: int | None = None  # capture rate; None: 16000 when the device can, else its default
     block_ms: int = 100  # = hop_ms: one wake-up per window (idle CPU), each window complete on arrival
@@ -125,7 +139,8 @@ class Config:
         return replace(self, audio=replace(self.audio, **changes))
 
     def check_against(self, info: ModelInfo) -> None:
-        """Errors for keywords that the model cannot produce."""
+        """Errors for keywords that the model cannot produce, naming the config file like load()'s."""
+        where = f"{self.source}: " if self.source else ""
         names = [(f"keywords[{i}].name", kw.name) for i, kw in enumerate(self.keywords or ())]
         names += [
             (f"sequences[{i}].words[{j}]", word)
@@ -137,7 +152,7 @@ class Config:
                 close = difflib.get_close_matches(name, info.labels, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(
-                    f"{key}: '{_shown(name)}' is not a label of the model in {info.path}; "
+                    f"{where}{key}: '{_shown(name)}' is not a label of the model in {info.path}; "
                     f"{hint}labels: {', '.join(info.keyword_labels)}"
                 )
 
@@ -476,7 +491,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         audio=AudioConfig(
             device=audio.get("device", None, _device),
             input=audio.get("input", None, _str),
-            realtime=audio.get("realtime", False, _bool),
+            realtime=audio.get("realtime", None, _bool),
             loop=audio.get("loop", False, _bool),
             sample_rate=audio.get("sample_rate", None, _int(8000, 192000)),
             block_ms=audio.get("block_ms", 100, _int(10, 200, (10, 20, 30, 40, 50, 60, 80, 100, 200))),

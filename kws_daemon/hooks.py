@@ -176,7 +176,7 @@ class HookRunner:
         self._count_lock = threading.Lock()
         self._stats = stats
         self._drop_log = _Throttle(DROPS_LOGGED_PER_MINUTE, f"hook {hook.describe()}: dropped events")
-        self._output_log = _Throttle(OUTPUT_LINES_PER_MINUTE, f"hook {hook.describe()}: output lines")
+        self._output_log = _Throttle(OUTPUT_LINES_PER_MINUTE, f"hook {hook.short()}: output lines")
         self._queue: queue.Queue[KeywordEvent | None] = queue.Queue(queue_size)
         self._threads = [
             threading.Thread(target=self._work, name=f"hook-{hook.kind}-{i}", daemon=True)
@@ -218,11 +218,11 @@ class HookRunner:
             self._log_output([pending])
 
     def _log_output(self, lines: list[bytes]) -> None:
-        describe = self.hook.describe()
+        name = self.hook.short()
         self._output_log.log(
             logging.INFO,
             [line for line in lines if line.strip()],
-            lambda line: f"hook {describe}: {line[:OUTPUT_LINE_BYTES].decode(errors='replace').rstrip()}",
+            lambda line: f"hook {name}: {line[:OUTPUT_LINE_BYTES].decode(errors='replace').rstrip()}",
         )
 
     def _count(self, name: str) -> None:

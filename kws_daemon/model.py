@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from kws_daemon.errors import KwsError
+from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
+from kws_daemon.shipped import shipped
 
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
 
@@ -29,11 +30,7 @@ def is_background_label(label: str) -> bool:
 
 def default_model_dir() -> Path:
     """The shipped model: inside the installed package, or at the root of a source checkout."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "models" / "default", package.parent / "models" / "default"):
-        if candidate.is_dir():
-            return candidate
-    return package.parent / "models" / "default"
+    return shipped("models/default")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -110,7 +107,8 @@ class ModelInfo:
         path = Path(directory)
         # os.path, not Path: it answers False for names the kernel refuses (too long, NUL) instead of raising
         if not os.path.isdir(path):
-            raise KwsError(f"model directory {path} does not exist (set `model:` to a model directory)")
+            # a mistake in `model:` or --model (exit 2), unlike a broken directory (exit 1)
+            raise ConfigError(f"model directory {path} does not exist (set `model:` to a model directory)")
         if not os.path.isfile(path / "model.onnx"):
             raise KwsError(f"model directory {path}: model.onnx is missing")
         config = _read_json(path / "config.json")

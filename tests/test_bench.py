@@ -200,7 +200,7 @@ def test_missing_extras_stop_before_measuring() -> None:
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small AST checkpoint and its fp32 ONNX model directory: the same weights both ways."""
-    for module in ("torch", "transformers", "onnx", "openwakeword"):
+    for module in ("torch", "transformers", "onnx", "openwakeword", "pymicro_wakeword"):
         pytest.importorskip(
             module, reason="needs the compare extra: pip install torch==2.13.0 -e '.[compare]'"
         )
@@ -231,18 +231,21 @@ def test_compare_runs_the_same_stream_through_the_alternatives(
         "0",
         "--compare",
     )
-    seeds, oww = data["compare"]["engines"].values()
+    seeds, oww, mww = data["compare"]["engines"].values()
     samples = 3 * RATE
     assert seeds["decisions"] == (samples - RATE) // (RATE // 10) + 1  # 1 s windows, 100 ms hop, no VAD
     assert oww["decisions"] == samples // 1280
     assert oww["version"] == "0.4.0" and oww["models"]
+    assert mww["decisions"] == samples // 480  # 30 ms chunks
+    assert mww["version"] == "2.5.0" and mww["models"] == ["alexa", "hey_jarvis", "hey_mycroft", "okay_nabu"]
     assert seeds["checkpoint"] == str(checkpoint) and seeds["torch"].startswith("2.13.0")
-    for engine in (seeds, oww):
+    for engine in (seeds, oww, mww):
         assert engine["cpu_per_audio_s"] > 0 and engine["decision_ms"]["p95"] > 0
         assert engine["cpu_ratio"] == pytest.approx(
             engine["cpu_per_audio_s"] / data["fast"]["cpu_per_audio_s"]
         )
     assert "openWakeWord 0.4.0" in stdout and "seeds: transformers pipeline" in stdout
+    assert "pymicro-wakeword 2.5.0" in stdout
 
 
 def test_checkpoint_must_be_known_for_compare(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +79,25 @@ def test_detect_reports_each_bad_file_and_keeps_going(tmp_path: Path) -> None:
     assert _detections(result.stdout)  # the good file was still processed
 
 
+def test_a_wav_cut_short_in_its_data_chunk_is_read_as_far_as_it_goes_with_a_warning(tmp_path: Path) -> None:
+    whole = DEMO_WAV.read_bytes()
+    assert sf.info(DEMO_WAV).frames == (len(whole) - 44) // 2  # a plain 44-byte header, 16-bit mono
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: 44 + 16000 * 2 * 4])  # the first 4 s: "yes", "stop"
+    result = kws("detect", "--json", str(cut))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"WARNING: {cut}: truncated: its header declares 8.20 s of audio, the file holds 4.00 s".encode()
+        in (result.stderr)
+    )
+    assert [keyword for keyword, _, _ in _detections(result.stdout)] == ["yes", "stop"]
+    assert b"truncated" not in kws("detect", str(DEMO_WAV)).stderr
+
+
 def test_run_on_a_file_fires_the_same_hooks_as_detect(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     config = _config(tmp_path, f"hooks: [{{jsonl: {events}}}]\n")
-    run = kws("run", "--config", str(config), "--input", str(DEMO_WAV))
+    run = kws("run", "--config", str(config), "--input", str(DEMO_WAV), "--fast")
     assert run.returncode == 0, run.stderr
     live = _detections(events.read_bytes())
     detect = kws("detect", "--config", str(config), "--json", str(DEMO_WAV))
@@ -131,9 +149,47 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     )
 
 
-def test_missing_model_dir(tmp_path: Path) -> None:
-    result = kws("detect", "--model", str(tmp_path / "nope"), str(DEMO_WAV))
-    assert result.returncode == 1 and b"does not exist" in result.stderr and b"Traceback" not in result.stderr
+@pytest.mark.parametrize("command", ["detect", "run", "bench"])
+def test_missing_model_dir_is_a_mistake_exit_2(tmp_path: Path, command: str) -> None:
+    """Every command that takes --model takes it, and a directory that is not there is a mistake."""
+    audio = [str(DEMO_WAV)] if command == "detect" else ["--input", str(DEMO_WAV)]
+    result = kws(command, "--model", str(tmp_path / "nope"), *audio)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode() == (
+        f"kws-daemon: error: model directory {tmp_path / 'nope'} does not exist "
+        "(set `model:` to a model directory)\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["detect", "bench"])
+@pytest.mark.parametrize("value", ["-1", "1.5", "nan", "high"])
+def test_threshold_outside_0_to_1_is_refused_exit_2(command: str, value: str) -> None:
+    result = kws(command, f"--threshold={value}", *([str(DEMO_WAV)] if command == "detect" else []))
+    assert result.returncode == 2
+    assert f"--threshold: must be a number from 0 to 1 (got '{value}')" in result.stderr.decode()
+
+
+def test_detect_summary_is_pluralised(tmp_path: Path) -> None:
+    result = kws("detect", str(DEMO_WAV))
+    assert result.returncode == 0 and b"INFO: 4 detections in 1 file\n" in result.stderr
+
+
+def _queue_p95_ms(stderr: bytes) -> float:
+    stats = next(line for line in stderr.decode().splitlines() if "stats:" in line)
+    return float(stats.split(" queue ")[1].split("/")[1])
+
+
+def test_run_paces_a_file_at_real_time_so_queue_latency_is_a_microphone_s(tmp_path: Path) -> None:
+    """8.2 s of demo audio take 8 s or more, and no block waits long in the queue; --fast does not wait."""
+    started = time.monotonic()
+    paced = kws("run", "--input", str(DEMO_WAV))
+    elapsed = time.monotonic() - started
+    assert paced.returncode == 0, paced.stderr
+    assert elapsed >= 8.0 and _queue_p95_ms(paced.stderr) < 50, (elapsed, paced.stderr.decode()[-600:])
+    started = time.monotonic()
+    fast = kws("run", "--input", str(DEMO_WAV), "--fast")
+    assert fast.returncode == 0 and time.monotonic() - started < elapsed - 3, fast.stderr
+    assert _queue_p95_ms(fast.stderr) > _queue_p95_ms(paced.stderr)
 
 
 def test_stats_interval_logs_while_running(tmp_path: Path) -> None:
@@ -145,3 +201,47 @@ def test_stats_interval_logs_while_running(tmp_path: Path) -> None:
     assert result.stderr.count(b"stats:") >= 3  # every 1.8 s over 8.2 s of paced audio, and at exit
     bad = kws("run", "--stats-interval", "soon")
     assert bad.returncode == 2 and b"must be minutes" in bad.stderr
+
+
+class _NoDevices:
+    """sounddevice as PortAudio answers it on a machine with no input device at all."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def query_devices(self, device: object, kind: str) -> None:
+        raise self.PortAudioError(f"Error querying device {-1 if device is None else device}")
+
+
+def test_no_default_input_device_says_so_and_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kws_daemon.audio import sources
+    from kws_daemon.errors import KwsError
+
+    monkeypatch.setattr(sources, "_sounddevice", _NoDevices)
+    with pytest.raises(
+        KwsError, match=r"^no default input device: pick one with --device .*`kws-daemon devices`"
+    ):
+        sources.MicSource(None, None, 100)
+    with pytest.raises(
+        KwsError, match=r"^audio.device: Error querying device USB \(see `kws-daemon devices`\)$"
+    ):
+        sources.MicSource("USB", None, 100)
+
+
+def test_the_command_line_runs_numpys_blas_on_one_thread(tmp_path: Path) -> None:
+    """Two spinning OpenBLAS threads for the gate's one matrix multiply doubled the CPU it cost."""
+    config = str(_config(tmp_path))
+    probe = (
+        "import json, numpy, threadpoolctl\n"
+        "from kws_daemon.cli import main\n"
+        "before = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        f"main(['check-config', {config!r}])\n"
+        "after = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "print(json.dumps([before, after]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    before, after = json.loads(result.stdout.strip().splitlines()[-1])
+    if max(before, default=1) == 1:
+        pytest.skip("NumPy's BLAS already runs on one thread here (one core, or OPENBLAS_NUM_THREADS=1)")
+    assert after == [1] * len(before)

