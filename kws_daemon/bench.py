@@ -33,6 +33,7 @@ from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.ringbuffer import RingBuffer
 from kws_daemon.audio.sources import FileSource, file_blocks, read_audio
+from kws_daemon.audio.voicing import voiced_runs
 from kws_daemon.compare import checkpoint_of, compare
 from kws_daemon.config import Config, HookConfig
 from kws_daemon.console import Progress, table, write_json
@@ -55,6 +56,7 @@ STAGE_NAMES = {
     "hook_dispatch": "hook dispatch",
     "keyword_end_to_event": "keyword end → event",
     "keyword_end_to_hook": "keyword end → hook started",
+    "word_end_to_hook": "word end (audio) → hook started",
 }
 QUIET_ROOM_DBFS = -55.0
 
@@ -129,18 +131,20 @@ class BenchStats(LatencyStats):
     keyword_end_to_event is taken from the dispatched events only (see _Timed._emit). A hook worker
     reports keyword_end_to_hook = start − event.t_mono (ms); the bench notes each dispatched event's
     t_mono and the instant it dispatched it, so that report identifies its event (t_mono ≈ now − ms)
-    and gives `hook_dispatch` = (t_mono + ms) − dispatched.
+    and gives `hook_dispatch` = (t_mono + ms) − dispatched. `word_end_to_hook` adds how far the
+    event's keyword end (the endpointer's, or a window's) lies after the end of the voiced word
+    found in the audio itself (kws_daemon.audio.voicing), so it owes nothing to the VAD.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._dispatched: dict[float, float] = {}
+        self._dispatched: dict[float, tuple[float, float | None]] = {}
         self._pending_lock = threading.Lock()
 
-    def dispatching(self, event: KeywordEvent) -> None:
+    def dispatching(self, event: KeywordEvent, behind_word_end_s: float | None) -> None:
         super().observe("keyword_end_to_event", event.latency_ms["keyword_end_to_event"])
         with self._pending_lock:
-            self._dispatched[event.t_mono] = time.monotonic()
+            self._dispatched[event.t_mono] = (time.monotonic(), behind_word_end_s)
 
     def observe(self, stage: str, ms: float) -> None:
         if stage == "keyword_end_to_event":
@@ -153,8 +157,10 @@ class BenchStats(LatencyStats):
             if not self._dispatched:
                 return
             key = min(self._dispatched, key=lambda t: abs(t - t_event))
-            dispatched = self._dispatched.pop(key)
+            dispatched, behind_s = self._dispatched.pop(key)
         super().observe("hook_dispatch", (key + ms / 1000 - dispatched) * 1000)
+        if behind_s is not None:
+            super().observe("word_end_to_hook", ms + behind_s * 1000)
 
 
 @dataclass
@@ -213,13 +219,19 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 class _Timed:
     """Runs blocks through a pipeline and its hooks, attributing CPU and wall time to gate states.
 
-    Only events on windows that end in the block just processed are dispatched and timed. The
-    others are pre-roll windows, re-examined when the gate opens, which ended before the speech
-    that opened it: no spoken keyword ends there, but the bench's threshold-0 detector fires on
-    them, and counting them would charge the VAD's look-back to keyword-end latency.
+    In running mode only events on windows that end in the block just processed are dispatched and
+    timed. The others are pre-roll windows, re-examined when the gate opens, which ended before the
+    speech that opened it: no spoken keyword ends there, but the bench's threshold-0 detector fires
+    on them, and counting them would charge the VAD's look-back to keyword-end latency. (A command
+    is decided after its silence, so its word always ended in an earlier block.)
+    `word_ends`: the voiced words' ends in the stream (seconds), for `word_end_to_hook`.
     """
 
-    def __init__(self, config: Config, model: Model, source: str) -> None:
+    def __init__(
+        self, config: Config, model: Model, source: str, word_ends: np.ndarray | None = None
+    ) -> None:
+        self._running = config.detector.mode == "running"
+        self._word_ends = word_ends
         self.stats = BenchStats()
         self.pipeline = Pipeline(config, model, source=source, stats=self.stats)
         self.hooks = HookDispatcher(config, self.stats)
@@ -250,12 +262,22 @@ class _Timed:
 
     def _emit(self, events: list[KeywordEvent], block_start: int) -> None:
         for event in events:
-            if event.time_s * RATE <= block_start:
+            if self._running and event.time_s * RATE <= block_start:
                 self.preroll_events += 1
                 continue
             self.events += 1
-            self.stats.dispatching(event)
+            self.stats.dispatching(event, self._behind_word_end(event.time_s))
             self.hooks(event)
+
+    def _behind_word_end(self, time_s: float) -> float | None:
+        """How far the event's keyword end lies after the last voiced word's end (None: no word
+        ended within the 1.5 s before it)."""
+        if self._word_ends is None:
+            return None
+        ended = self._word_ends[self._word_ends <= time_s + 0.05]
+        if not len(ended) or time_s - ended[-1] > 1.5:
+            return None
+        return float(time_s - ended[-1])
 
 
 def fast_pass(config: Config, model: Model, path: Path, seconds: float) -> dict[str, Any]:
@@ -285,12 +307,19 @@ def fast_pass(config: Config, model: Model, path: Path, seconds: float) -> dict[
     }
 
 
-def realtime_pass(config: Config, model: Model, path: Path, seconds: float, what: str) -> dict[str, Any]:
+def realtime_pass(
+    config: Config,
+    model: Model,
+    path: Path,
+    seconds: float,
+    what: str,
+    word_ends: np.ndarray | None = None,
+) -> dict[str, Any]:
     """The daemon's loop on a paced file source: source thread → ring buffer → pipeline → hooks."""
     source = FileSource(str(path), config.audio.block_ms, realtime=True)
     capacity = max(4, int(config.audio.buffer_s * 1000 / config.audio.block_ms))
     ring = RingBuffer(source.block_size, capacity, source.sample_rate)
-    timed = _Timed(config, model, str(path))
+    timed = _Timed(config, model, str(path), word_ends)
     progress = Progress(f"bench: {what}", seconds, " s")
     source.start(ring)
     try:
@@ -408,13 +437,15 @@ def run(config: Config, options: BenchOptions) -> dict[str, Any]:
             "window_ms": config.detector.window_ms,
             "hop_ms": config.detector.hop_ms,
             "threshold": options.threshold,
+            "mode": config.detector.mode,
             "vad": config.vad.enabled,
             "onnx_threads": config.detector.threads,
             "hook": "jsonl to a temporary file",
         }
         result["stream"] = {"source": described, "seconds": seconds}
         result["fast"] = fast_pass(config, model, stream, seconds)
-        result["realtime"] = realtime_pass(config, model, stream, seconds, "real time")
+        word_ends = np.array([end for _, end in voiced_runs(audio, above_floor_db=18)]) / RATE
+        result["realtime"] = realtime_pass(config, model, stream, seconds, "real time", word_ends)
         if options.idle_s > 0:
             idle = realtime_pass(
                 config,

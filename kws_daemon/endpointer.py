@@ -14,7 +14,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class EndpointerConfig:
     silence_before_ms: int = 300  # at least this much silence before the word
-    silence_after_ms: int = 200  # this much silence ends the word (and is the latency it costs)
+    silence_after_ms: int = 120  # this much silence ends the word: the latency it costs (webrtcvad
+    # itself marks about 100 ms past a word's end as speech, so the audio's pause is longer)
     min_word_ms: int = 120
     max_word_ms: int = 1100
 

@@ -60,8 +60,8 @@ def test_hook_dispatch_is_paired_with_its_event() -> None:
     now = time.monotonic()
     first = KeywordEvent("yes", 0.9, 1.0, 0.0, now - 0.5, latency_ms={"keyword_end_to_event": 20.0})
     second = KeywordEvent("no", 0.9, 2.0, 0.0, now - 0.2, latency_ms={"keyword_end_to_event": 30.0})
-    stats.dispatching(first)
-    stats.dispatching(second)
+    stats.dispatching(first, None)
+    stats.dispatching(second, 0.125)  # its keyword end lies 125 ms after the voiced word's
     dispatched = time.monotonic()
     time.sleep(0.05)
     # The worker of `second` starts first: its report must not be matched with `first`.
@@ -72,6 +72,18 @@ def test_hook_dispatch_is_paired_with_its_event() -> None:
     assert 45 <= dispatch <= 45 + (time.monotonic() - dispatched) * 1000
     assert stages["keyword_end_to_event"].count == 2
     assert stages["keyword_end_to_event"].percentiles((100,))[0] == 30.0
+    (hook,) = stages["keyword_end_to_hook"].percentiles((50,))
+    (word,) = stages["word_end_to_hook"].percentiles((50,))
+    assert stages["word_end_to_hook"].count == 1 and word == pytest.approx(hook + 125, abs=0.01)
+
+
+def test_word_ends_come_from_the_audio() -> None:
+    """The bench's truth for word end → hook: the demo's four words end where their voice does."""
+    from kws_daemon.audio.voicing import voiced_runs
+    from kws_daemon.bench import generated_stream
+
+    ends = [round(end / RATE, 1) for _, end in voiced_runs(generated_stream(16), above_floor_db=18)]
+    assert ends == [1.4, 3.2, 5.1, 6.7]
 
 
 def test_gate_split_attributes_cpu_by_gate_state() -> None:

@@ -54,19 +54,19 @@ def test_tiny_training_run_exports_a_loadable_model(tmp_path) -> None:
     corpus = Corpus(noise_train=noise, noise_test=noise)
     for voice, word, audio in spoken:
         corpus.clips.append(Clip(audio, LABELS.index(word), "train", "synth:espeak", voice.id))
-        corpus.clips.append(Clip(audio, LABELS.index(word), "val", "synth:espeak", voice.id))
+        corpus.clips.append(Clip(audio, LABELS.index(word), "xval", "synth:espeak", voice.id))
     sets = build_features(corpus, copies_real=1, copies_synth=4, n_background=8, seed=0)
-    assert sets["train"].x.shape == (6 * 4 + 8, 98, 128) and sets["val"].x.shape == (6, 98, 128)
+    assert sets["train"].x.shape == (6 * 4 + 8, 98, 128) and sets["xval"].x.shape == (6, 98, 128)
 
     teacher = TeacherCNN()
-    fit(teacher, sets["train"], sets["val"], Schedule(epochs=1, lr=1e-3, batch=8), tmp_path / "t.pt", seed=0)
+    fit(teacher, sets["train"], sets["xval"], Schedule(epochs=1, lr=1e-3, batch=8), tmp_path / "t.pt", seed=0)
     soft = predict(teacher, sets["train"])
     student = make_student(StudentShape(hidden=32, layers=1, heads=2), seed=0)
 
     def train_student() -> list[dict]:
         schedule = Schedule(epochs=2, lr=1e-3, batch=8)
         return fit(
-            student, sets["train"], sets["val"], schedule, tmp_path / "s.pt", seed=0, teacher_logits=soft
+            student, sets["train"], sets["xval"], schedule, tmp_path / "s.pt", seed=0, teacher_logits=soft
         )
 
     history = train_student()
@@ -80,5 +80,5 @@ def test_tiny_training_run_exports_a_loadable_model(tmp_path) -> None:
     write_model_dir(tmp_path / "ckpt", tmp_path / "model", force=True)
     model = Model(ModelInfo.load(tmp_path / "model"))
     assert model.info.labels == LABELS and model.info.fbank.max_length == 100
-    posteriors = clip_posteriors(model, sets["val"].x)
+    posteriors = clip_posteriors(model, sets["xval"].x)
     assert posteriors.shape == (6, len(LABELS)) and np.allclose(posteriors.sum(-1), 1, atol=1e-4)

@@ -14,7 +14,7 @@ import numpy as np
 
 class VadGate:
     def __init__(
-        self, aggressiveness: int = 2, frame_ms: int = 30, hangover_ms: int = 500, sample_rate: int = 16000
+        self, aggressiveness: int = 3, frame_ms: int = 30, hangover_ms: int = 500, sample_rate: int = 16000
     ) -> None:
         import webrtcvad
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kws_daemon.audio.sources import read_audio
+from kws_daemon.audio.voicing import voiced_runs
 from kws_daemon.features import Fbank
 from kws_daemon.toolchain.labels import BACKGROUND, SPEECH_COMMANDS_V2
 from kws_daemon.toolchain.synth import Voice, available_voices, synthesise_all, voice_sample
@@ -279,28 +280,13 @@ def real_clips(root: Path) -> Iterator[Clip]:
 def digit_segments(audio: np.ndarray, count: int) -> list[np.ndarray] | None:
     """The digits of a spoken digit string, cut at pauses, if exactly `count` voiced runs are found.
 
-    Frames 12 dB above the utterance's noise floor (and within 40 dB of its peak) are voiced; runs
-    closer than a gap are merged. The gap is tried from short to long, and a string whose runs never
-    number its words is left out: connected digits that run together are not cut by guess.
+    Pauses are tried from short (40 ms) to long (200 ms); a string whose runs never number its words
+    is left out: connected digits that run together are not cut by guess.
     """
-    x = audio.astype(np.float32) / 32768
-    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
-    level = np.convolve(level, np.ones(3) / 3, mode="same")
-    threshold = max(np.percentile(level, 10) + 12, level.max() - 40)
-    voiced = level > threshold
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(int), [0]])))
-    runs = list(zip(edges[::2], edges[1::2], strict=True))
     for gap in (4, 6, 8, 12, 16, 20):  # frames of 10 ms
-        merged: list[list[int]] = []
-        for start, end in runs:
-            if merged and start - merged[-1][1] < gap:
-                merged[-1][1] = end
-            else:
-                merged.append([start, end])
-        merged = [m for m in merged if m[1] - m[0] >= 8]  # at least 80 ms
-        if len(merged) == count and all(m[1] - m[0] <= 90 for m in merged):
-            return [audio[max(0, (a - 5) * 160) : (b + 5) * 160] for a, b in merged]
+        runs = voiced_runs(audio, gap_frames=gap)
+        if len(runs) == count and all(end - start <= 90 * 160 for start, end in runs):
+            return [audio[max(0, start - 800) : end + 800] for start, end in runs]
     return None
 
 
