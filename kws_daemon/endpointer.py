@@ -26,7 +26,7 @@ class Segment:
 
     start: int
     end: int
-    silence_before: int  # samples of silence before it (to the previous segment or the stream start)
+    silence_before: int  # samples of silence before it (huge for the stream's first segment)
 
     def duration_ms(self, rate: int = 16000) -> float:
         return (self.end - self.start) * 1000 / rate
@@ -49,7 +49,9 @@ class Endpointer:
         self._position = 0  # samples decided so far
         self._start: int | None = None  # the open segment's first voiced sample
         self._last_voice = 0  # end of the last voiced frame
-        self._previous_end = 0  # end of the last closed segment
+        # end of the last closed segment; the stream's start counts as long silence (a file or a
+        # microphone opened just before the word is no sentence running into it)
+        self._previous_end = -(10**9)
 
     @property
     def is_open(self) -> bool:

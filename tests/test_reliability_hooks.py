@@ -171,7 +171,13 @@ def test_60_events_a_second_into_a_flooding_hook_delay_no_detection_and_grow_no_
                 # pauses): about 60 events a second, paced like a microphone
                 "audio": {"input": str(DEMO_WAV), "realtime": True, "loop": True},
                 "vad": {"enabled": False},
-                "detector": {"threshold": 0.0, "hop_ms": 10, "refractory_ms": 0, "smoothing": 1},
+                "detector": {
+                    "mode": "running",
+                    "threshold": 0.0,
+                    "hop_ms": 10,
+                    "refractory_ms": 0,
+                    "smoothing": 1,
+                },
                 "hooks": [{"command": flood, "timeout_s": 5}, {"jsonl": str(events)}],
                 "metrics": {"listen": f"127.0.0.1:{port}"},
             }
