@@ -346,11 +346,14 @@ def _keywords(key: str, value: Any) -> tuple[KeywordConfig, ...]:
                 hooks=section.get("hooks", (), _hooks),
             )
         )
-    names = [k.name for k in out]
+    _unique(key, [k.name for k in out])
+    return tuple(out)
+
+
+def _unique(key: str, names: list[str]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{key}: '{_shown(dupes[0])}' is listed more than once")
-    return tuple(out)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], Any]:
@@ -396,10 +399,7 @@ def _sequences(key: str, value: Any) -> tuple[SequenceConfig, ...]:
                 hooks=section.get("hooks", (), _hooks),
             )
         )
-    names = [s.name for s in out]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"{key}: the name '{_shown(dupes[0])}' is used more than once")
+    _unique(key, [s.name for s in out])
     return tuple(out)
 
 

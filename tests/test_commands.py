@@ -163,6 +163,10 @@ def test_sequences_arm_their_words_and_route_their_hooks(model: Model, demo: np.
         ({"sequences": [{"within_ms": 100}]}, r"sequences\[0\]\.words: is required"),
         ({"sequences": [{"words": ["a", "b"], "after": 1}]}, r"sequences\[0\]\.after: unknown key"),
         ({"endpointer": {"min_word_ms": 900, "max_word_ms": 800}}, r"endpointer\.min_word_ms"),
+        (
+            {"sequences": [{"words": ["marvin", "on"]}, {"words": ["marvin", "on"]}]},
+            r"sequences: 'marvin\+on' is listed more than once",
+        ),
         ({"detector": {"mode": "always"}}, r"detector\.mode: must be one of commands, running"),
         ({"near_misses": {"threshold": 0.3}}, r"near_misses\.dir: is required"),
     ],
