@@ -181,7 +181,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     warn_if_writable(config)
     model = load_model(config)
     keywords = [k.name for k in config.keywords] if config.keywords else list(model.info.keyword_labels)
-    hooks = len(config.hooks) + sum(len(k.hooks) for k in config.keywords or ())
+    own = [len(k.hooks) for k in config.keywords or ()] + [len(s.hooks) for s in config.sequences]
+    hooks = len(config.hooks) + sum(own)
     counts = f"{_plural(len(keywords), 'keyword')}, {_plural(hooks, 'hook')}"
     print(f"{args.file}: OK (model {config.model}, {counts})")
     return 0
