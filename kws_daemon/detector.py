@@ -35,6 +35,14 @@ class KeywordEvent:
         }
 
 
+def threshold_vector(labels: tuple[str, ...], thresholds: dict[str, float]) -> np.ndarray:
+    """Each label's threshold, by label index; labels not armed (background) never reach theirs."""
+    vector = np.full(len(labels), np.inf)
+    for name, threshold in thresholds.items():
+        vector[labels.index(name)] = threshold
+    return vector
+
+
 class Detector:
     def __init__(
         self,
@@ -44,9 +52,7 @@ class Detector:
         refractory_s: float = 1.0,
     ) -> None:
         self.labels = labels
-        self._threshold = np.full(len(labels), np.inf)
-        for name, threshold in thresholds.items():
-            self._threshold[labels.index(name)] = threshold
+        self._threshold = threshold_vector(labels, thresholds)
         self._history: deque[np.ndarray] = deque(maxlen=smoothing)
         self._refractory_s = refractory_s
         self._quiet_until = -np.inf

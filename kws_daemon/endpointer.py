@@ -66,7 +66,15 @@ class Endpointer:
                     self._start = self._position - self._frame
                 self._last_voice = self._position
             elif self._start is not None and self._position - self._last_voice >= self._close_after:
-                closed.append(Segment(self._start, self._last_voice, self._start - self._previous_end))
-                self._previous_end = self._last_voice
-                self._start = None
+                closed.append(self._close())
         return closed
+
+    def finish(self) -> list[Segment]:
+        """End of stream: the open segment, if any, closed at its last voice."""
+        return [self._close()] if self._start is not None else []
+
+    def _close(self) -> Segment:
+        assert self._start is not None
+        segment = Segment(self._start, self._last_voice, self._start - self._previous_end)
+        self._previous_end, self._start = self._last_voice, None
+        return segment

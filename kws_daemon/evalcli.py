@@ -25,7 +25,7 @@ from kws_daemon.config import Config
 from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
-from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream
+from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream, swept
 from kws_daemon.features import Fbank, int16_to_float
 from kws_daemon.model import Model
 from kws_daemon.operating import OperatingPoint, summary
@@ -155,7 +155,7 @@ def streaming_metrics(
     """The sweep (one threshold for every word), the figures users compare engines by, and the
     operating point of the config as it is (its own or the model's calibrated thresholds)."""
     stream, placements = keyword_stream(audio, clips)
-    as_is = [config, *(replace(config, detector=replace(config.detector, threshold=t)) for t in thresholds)]
+    as_is = [config, *swept(config, thresholds)]
     keyword_runs = replay_runs(as_is, model, stream, "eval: keyword stream")
     negative_runs: list[list[KeywordEvent]] = [[] for _ in as_is]
     negative_s = 0.0

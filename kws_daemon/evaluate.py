@@ -71,8 +71,12 @@ def sweep_events(
     config: Config, model: Model, audio: np.ndarray, thresholds: Sequence[float], what: str
 ) -> list[list[KeywordEvent]]:
     """The events with every armed keyword at each threshold in turn."""
-    swept = [replace(config, detector=replace(config.detector, threshold=t)) for t in thresholds]
-    return replay_runs(swept, model, audio, what)
+    return replay_runs(swept(config, thresholds), model, audio, what)
+
+
+def swept(config: Config, thresholds: Sequence[float]) -> list[Config]:
+    """The config with every armed keyword at each threshold in turn."""
+    return [replace(config, detector=replace(config.detector, threshold=t)) for t in thresholds]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from kws_daemon.detector import KeywordEvent
 
+# The thresholds `tune` and the training report sweep: finer where useful operating points lie.
+SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+
 
 @dataclass(frozen=True)
 class OperatingPoint:

@@ -19,7 +19,7 @@ from kws_daemon.audio.vad import AlwaysOpen, VadGate
 from kws_daemon.config import DEFAULT_THRESHOLD, Config
 from kws_daemon.detector import Detector, KeywordEvent
 from kws_daemon.errors import KwsError
-from kws_daemon.features import FrameStore, frame_count, int16_to_float, pad_and_normalise
+from kws_daemon.features import FRAME_SHIFT, FrameStore, frame_count, int16_to_float, pad_and_normalise
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, ModelInfo, Replay
 from kws_daemon.nearmiss import NearMissRecorder
@@ -160,7 +160,7 @@ class Pipeline:
                 self.model.info.labels[best],
                 float(posteriors[best]),
                 end_sample / RATE,
-                self._store.audio(end_sample - self._window * 160, end_sample),
+                self._store.audio(end_sample - self._window * FRAME_SHIFT, end_sample),
             )
         return posteriors
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kws_daemon.audio.vad import AlwaysOpen, VadGate
-from kws_daemon.detector import Detector
+from kws_daemon.detector import Detector, threshold_vector
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
 from kws_daemon.features import FRAME_LENGTH, FRAME_SHIFT
 
@@ -108,9 +108,7 @@ class Commands:
         hop: int,
     ) -> None:
         self.labels = labels
-        self._threshold = np.full(len(labels), np.inf)
-        for name, threshold in thresholds.items():
-            self._threshold[labels.index(name)] = threshold
+        self._threshold = threshold_vector(labels, thresholds)
         self.endpointer = Endpointer(config, frame_samples)
         self._config = config
         self._window, self._hop = window, hop
@@ -123,7 +121,7 @@ class Commands:
 
     def flush(self, n_frames: int, score: Score) -> list[Hit]:
         """End of stream: a word still open is taken as ended where the audio ends."""
-        closed = self.endpointer([False] * (self._config.silence_after_ms // 10 + 1))
+        closed = self.endpointer.finish()
         return [hit for s in closed if (hit := self._decide(s, n_frames, score)) is not None]
 
     def _decide(self, segment: Segment, n_frames: int, score: Score) -> Hit | None:

@@ -19,15 +19,13 @@ from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import UsageError
 from kws_daemon.evalcli import dir_clips, keyword_stream, load_16k
 from kws_daemon.evaluate import replay_runs, score_stream, sweep_events
+from kws_daemon.operating import SWEEP as THRESHOLDS
+from kws_daemon.operating import calibrate
 from kws_daemon.pipeline import RATE
 from kws_daemon.service import load_model
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
-
 
 def command(args: argparse.Namespace, config: Config) -> int:
-    from kws_daemon.operating import calibrate
-
     if not 0 < args.target <= 1000:
         raise UsageError(f"--target {args.target:g}: give false accepts per hour above 0")
     if not 0 <= args.max_miss < 1:

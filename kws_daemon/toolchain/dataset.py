@@ -217,7 +217,8 @@ def held_out_sentences() -> tuple[str, ...]:
     return tuple(s for s in candidates if not keywords & set(s.split()))
 
 
-def _speaker_hash(speaker: str) -> int:
+def speaker_hash(speaker: str) -> int:
+    """0-99, stable across runs: the speaker splits are made on it."""
     return int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % 100
 
 
@@ -226,13 +227,13 @@ def _split(source: str, speaker: str, xval_speakers: set[str]) -> str:
         return "xval"
     if source == "fsdd":
         return "train"
-    return "test" if _speaker_hash(speaker) < 15 else "train"
+    return "test" if speaker_hash(speaker) < 15 else "train"
 
 
 def ocean_held_out(speaker: str) -> bool:
     """speech-ocean speakers kept out of training: their digits are xval, their sentences the
     real-speech false-accept stream."""
-    return _speaker_hash(speaker) < OCEAN_HELD_OUT_PERCENT
+    return speaker_hash(speaker) < OCEAN_HELD_OUT_PERCENT
 
 
 @dataclass
