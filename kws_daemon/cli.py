@@ -16,7 +16,7 @@ import numpy as np
 from kws_daemon import __version__
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.sources import file_blocks, list_devices
-from kws_daemon.config import Config, load
+from kws_daemon.config import Config, load, wyoming_uri
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
 from kws_daemon.nearmiss import NearMissRecorder
@@ -97,6 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stats_interval is not None:
         config = replace(config, stats_interval_s=args.stats_interval * 60)
     return Daemon(config, record=args.record).run()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from kws_daemon.serve import WakeServer
+
+    config = _config(args)
+    serve = config.serve
+    if args.uri:
+        serve = replace(serve, uri=wyoming_uri("--uri", args.uri))
+    if args.zeroconf is not None:
+        serve = replace(serve, zeroconf=True, zeroconf_name=args.zeroconf or serve.zeroconf_name)
+    if args.no_batch:
+        serve = replace(serve, batch=False)
+    return WakeServer(replace(config, serve=serve)).run()
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -228,6 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=_minutes, metavar="MIN", help="also log the stats line every MIN minutes"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="Wyoming wake-word server for Home Assistant and wyoming-satellite")
+    p.add_argument("--config", help="YAML config file (its serve section, detector, keywords and hooks)")
+    p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--threshold", type=_threshold, help="detector threshold, 0 to 1 (overrides the config)")
+    p.add_argument("--uri", help="tcp://HOST:PORT or unix:///PATH (default serve.uri: tcp://127.0.0.1:10400)")
+    p.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="announce _wyoming._tcp for Home Assistant discovery (needs the zeroconf extra)",
+    )
+    p.add_argument("--no-batch", action="store_true", help="one onnxruntime call per window (serve.batch)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("detect", help="replay audio files through the pipeline and print detections")
     p.add_argument("--config", help="YAML config file (hooks in it fire too)")

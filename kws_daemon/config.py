@@ -123,6 +123,21 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """`kws-daemon serve`, the Wyoming wake-word server. Loopback unless told otherwise: the protocol
+    has no authentication."""
+
+    uri: str = "tcp://127.0.0.1:10400"  # or unix:///run/kws-daemon/wyoming.sock
+    zeroconf: bool = False  # announce _wyoming._tcp on the LAN for Home Assistant (the zeroconf extra)
+    zeroconf_name: str | None = None  # default: the host name
+    max_connections: int = 32
+    idle_timeout_s: float = 300.0  # a connection that sends nothing this long is closed
+    batch: bool = True  # windows of several streams in one onnxruntime call
+    max_batch: int = 32
+    batch_wait_ms: float = 5.0  # the longest a window waits for others to join its batch
+
+
+@dataclass(frozen=True)
 class Config:
     model: Path = field(default_factory=default_model_dir)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -135,6 +150,7 @@ class Config:
     near_misses: NearMissConfig | None = None
     stats_interval_s: float = 0.0  # 0: summary only on exit
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     source: Path | None = None  # the file this config came from
 
     def with_audio(self, **changes: Any) -> Config:
@@ -431,6 +447,51 @@ def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
     return next((c for c in candidates if os.path.exists(c)), candidates[-1])
 
 
+def wyoming_uri(key: str, value: Any) -> str:
+    """tcp://HOST:PORT or unix:///PATH, as the wyoming library's servers take them."""
+    uri = _str(key, value)
+    parsed = urlparse(uri)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    ok = (parsed.scheme == "tcp" and bool(parsed.hostname) and port is not None and port > 0) or (
+        parsed.scheme == "unix" and parsed.path.startswith("/") and not parsed.netloc
+    )
+    if not ok:
+        raise ConfigError(
+            f"{key}: must be tcp://HOST:PORT (such as tcp://127.0.0.1:10400) or unix:///PATH (got {uri!r})"
+        )
+    return uri
+
+
+def _serve(data: Any) -> ServeConfig:
+    serve = _Section(
+        data,
+        "serve",
+        (
+            "uri",
+            "zeroconf",
+            "zeroconf_name",
+            "max_connections",
+            "idle_timeout_s",
+            "batch",
+            "max_batch",
+            "batch_wait_ms",
+        ),
+    )
+    return ServeConfig(
+        uri=serve.get("uri", ServeConfig.uri, wyoming_uri),
+        zeroconf=serve.get("zeroconf", False, _bool),
+        zeroconf_name=serve.get("zeroconf_name", None, _str),
+        max_connections=serve.get("max_connections", 32, _int(1, 1024)),
+        idle_timeout_s=serve.get("idle_timeout_s", 300.0, _float(1.0, 86400.0)),
+        batch=serve.get("batch", True, _bool),
+        max_batch=serve.get("max_batch", 32, _int(1, 256)),
+        batch_wait_ms=serve.get("batch_wait_ms", 5.0, _float(0.0, 100.0)),
+    )
+
+
 def parse(data: Any, source: Path | None = None) -> Config:
     """Builds a Config from already-parsed YAML data."""
     top = _Section(
@@ -448,6 +509,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
             "near_misses",
             "stats_interval_s",
             "metrics",
+            "serve",
         ),
     )
     base = source.parent if source else None
@@ -508,6 +570,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         near_misses=top.get("near_misses", None, lambda k, v: _near_misses(k, v, base)),
         stats_interval_s=top.get("stats_interval_s", 0.0, _float(0.0, 86400.0)),
         metrics=MetricsConfig(listen=metrics.get("listen", None, _listen)),
+        serve=_serve(top.data.get("serve")),
         source=source,
     )
 

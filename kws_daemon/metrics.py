@@ -5,7 +5,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -77,3 +78,12 @@ class LatencyStats:
             p50, p95, p99 = latency.percentiles()
             parts.append(f"{name} {p50:.2f}/{p95:.2f}/{p99:.2f}")
         return "latency ms p50/p95/p99: " + ("; ".join(parts) if parts else "no windows yet")
+
+
+C = TypeVar("C", bound=Any)
+
+
+def add_counters(total: C, part: C) -> None:
+    """Adds a counters dataclass into a running total, field by field."""
+    for f in fields(total):
+        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))

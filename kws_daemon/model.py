@@ -197,6 +197,16 @@ class Model:
                 f"for {len(info.labels)} labels"
             )
 
+    def scores_each_window_alone(self) -> bool:
+        """Whether a window scores the same in any batch. Plain dynamic int8 quantises activations
+        over the whole batch, so batched windows would move each other's scores; our exports
+        quantise per window (kws_daemon.toolchain.perwindow)."""
+        fb = self.info.fbank
+        windows = np.random.default_rng(0).standard_normal((2, fb.max_length, fb.num_mel_bins))
+        windows[1] *= 8.0
+        alone = np.concatenate([self(w[None]) for w in windows])
+        return bool(np.allclose(self(windows), alone, rtol=0, atol=1e-6))
+
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """Posteriors (softmax) for a batch [batch, max_length, mel_bins] of normalised windows."""
         (logits,) = self._session.run(["logits"], {"input_values": windows.astype(np.float32)})

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kws_daemon.errors import KwsError
-from kws_daemon.metrics import BUCKETS_MS, Histogram
+from kws_daemon.hooks import HookCounters
+from kws_daemon.metrics import BUCKETS_MS, Histogram, LatencyStats
 
 log = logging.getLogger("kws_daemon.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -122,3 +123,29 @@ class MetricsServer:
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+
+
+def add_latency(out: Exposition, stats: LatencyStats) -> None:
+    out.histogram(
+        "kws_latency_seconds",
+        "Latency per stage; keyword_end_to_event and keyword_end_to_hook are end to end, from the end "
+        "of the keyword's audio.",
+        [({"stage": stage}, latency.histogram()) for stage, latency in stats.stages().items()],
+        scale=1e-3,
+    )
+
+
+def add_hooks(out: Exposition, by_kind: dict[str, HookCounters]) -> None:
+    hooks = sorted(by_kind.items())
+    for field, help_ in (
+        ("runs", "Hook runs started."),
+        ("failures", "Hook runs that failed (exit status, HTTP error, I/O error)."),
+        ("timeouts", "Hook runs killed or abandoned at their timeout."),
+        ("dropped", "Events not run because the hook's queue was full."),
+    ):
+        out.add(
+            f"kws_hook_{field}_total",
+            "counter",
+            help_,
+            [({"kind": k}, getattr(h, field)) for k, h in hooks],
+        )

@@ -17,10 +17,10 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.ringbuffer import RingBuffer
@@ -29,23 +29,16 @@ from kws_daemon.config import Config, load, writable_by_others
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookCounters, HookDispatcher
-from kws_daemon.metrics import LatencyStats
+from kws_daemon.metrics import LatencyStats, add_counters
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.pipeline import RATE, Pipeline, PipelineCounters, keyword_thresholds
-from kws_daemon.prometheus import Exposition, MetricsServer
+from kws_daemon.prometheus import Exposition, MetricsServer, add_hooks, add_latency
 from kws_daemon.sdnotify import Notifier
 
 log = logging.getLogger("kws_daemon")
 
 STALL_S = 5.0  # without a systemd watchdog, this long without audio is logged as a stalled capture
-T = TypeVar("T", PipelineCounters, HookCounters)
-
-
-def _add(total: T, part: T) -> None:
-    """Adds a counters dataclass into a running total, field by field."""
-    for f in fields(total):
-        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
 
 
 def _open_recorder(path: str, rate: int) -> Any:
@@ -255,7 +248,7 @@ class Daemon:
             closer = threading.Thread(target=old.hooks.close, name="hooks-retire", daemon=True)
             closer.start()  # the old hooks finish their queued runs off the audio path
             with self._lock:  # the metrics threads count the old pipeline and hooks exactly once
-                _add(self._replaced, old.pipeline.counters)
+                add_counters(self._replaced, old.pipeline.counters)
                 self._retired.append((old.hooks, closer))
                 self.runtime = new
             self.reloads["ok"] += 1
@@ -315,19 +308,19 @@ class Daemon:
         """Pipeline counts, and hook counts per hook kind, over everything since start (reloads included)."""
         with self._lock:
             pipeline = replace(self._replaced)
-            _add(pipeline, self.runtime.pipeline.counters)
+            add_counters(pipeline, self.runtime.pipeline.counters)
             dispatchers = [d for d, _ in self._retired] + [self.runtime.hooks]
         hooks: dict[str, HookCounters] = {}
         for dispatcher in dispatchers:
             for runner in dispatcher.runners:
-                _add(hooks.setdefault(runner.hook.kind, HookCounters()), runner.counters)
+                add_counters(hooks.setdefault(runner.hook.kind, HookCounters()), runner.counters)
         return pipeline, hooks
 
     def report(self) -> None:
         c, by_kind = self._totals()
         hooks = HookCounters()
         for counters in by_kind.values():
-            _add(hooks, counters)
+            add_counters(hooks, counters)
         log.info(
             "stats: %.1fs audio, %d windows, %d detections, %d overflows; hooks %d runs, %d failed, "
             "%d timed out, %d dropped; %s",
@@ -362,13 +355,7 @@ class Daemon:
                 "Unix time at which the audio of the last detection was captured.",
                 [({}, last.t_wall)],
             )
-        out.histogram(
-            "kws_latency_seconds",
-            "Latency per stage; keyword_end_to_event and keyword_end_to_hook are end to end, from the end "
-            "of the keyword's audio.",
-            [({"stage": stage}, latency.histogram()) for stage, latency in self.stats.stages().items()],
-            scale=1e-3,
-        )
+        add_latency(out, self.stats)
         out.add(
             "kws_audio_seconds_total", "counter", "Audio processed (at 16 kHz).", [({}, c.samples / RATE)]
         )
@@ -407,19 +394,7 @@ class Daemon:
             "Audio lost: ring = blocks dropped as processing lagged; device = PortAudio input overflows.",
             overflows,
         )
-        hooks = sorted(by_kind.items())
-        for field, help_ in (
-            ("runs", "Hook runs started."),
-            ("failures", "Hook runs that failed (exit status, HTTP error, I/O error)."),
-            ("timeouts", "Hook runs killed or abandoned at their timeout."),
-            ("dropped", "Events not run because the hook's queue was full."),
-        ):
-            out.add(
-                f"kws_hook_{field}_total",
-                "counter",
-                help_,
-                [({"kind": k}, getattr(h, field)) for k, h in hooks],
-            )
+        add_hooks(out, by_kind)
         info = runtime.pipeline.model.info
         model_labels = {
             "path": str(info.path),

@@ -31,6 +31,7 @@ from kws_daemon.machine import cpu_name
 from kws_daemon.model import Model, ModelInfo, sha256_file
 from kws_daemon.toolchain.measure import latency_ms, onnx_logits
 from kws_daemon.toolchain.progress import Steps, quiet
+from kws_daemon.toolchain import perwindow
 from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8, quantize_static_int8
 from kws_daemon.toolchain.report import model_card
 from kws_daemon.toolchain.windows import audio_files, recorded_windows, synthetic_windows
@@ -229,6 +230,7 @@ def _int8(
             windows, fp32_logits = windows[1::2], fp32_logits[1::2]
         else:
             quantize_dynamic_int8(fp32, out)
+            run.report["per_window_quantisers"] = perwindow.rewrite(out)
         run.report["quantize_s"] = round(time.monotonic() - start, 2)
     with run.steps.step(f"int8 parity: ONNX fp32 vs int8 on {len(windows)} windows"):
         logits = onnx_logits(out, windows)
