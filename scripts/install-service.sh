@@ -4,7 +4,9 @@
 # and the unit, enabled and (re)started.
 #
 #   sudo scripts/install-service.sh              install, or upgrade in place
-#   sudo scripts/install-service.sh --uninstall  stop and remove the unit and /opt/kws-daemon
+#   sudo scripts/install-service.sh --wyoming    the same, with the Wyoming server unit
+#                                                (kws-daemon-wyoming.service) instead of the microphone one
+#   sudo scripts/install-service.sh --uninstall  stop and remove the units and /opt/kws-daemon
 #
 # PYTHON picks the interpreter for the venv (default python3, 3.10 or newer); KWS_PACKAGE what pip
 # installs into it (default: the source tree this script is in).
@@ -13,7 +15,7 @@ umask 022 # the venv must be readable by the service user whatever root's umask 
 
 PREFIX=/opt/kws-daemon
 CONFIG=/etc/kws-daemon/config.yaml
-UNIT=/etc/systemd/system/kws-daemon.service
+UNITS=/etc/systemd/system
 SERVICE_USER=kws-daemon
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -23,14 +25,17 @@ die() {
 }
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 uninstall() {
-    if systemctl list-unit-files kws-daemon.service >/dev/null 2>&1; then
-        systemctl disable --now kws-daemon.service || true
-    fi
-    rm -f "$UNIT"
+    local unit
+    for unit in kws-daemon.service kws-daemon-wyoming.service; do
+        if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
+            systemctl disable --now "$unit" || true
+        fi
+        rm -f "$UNITS/$unit"
+    done
     systemctl daemon-reload
     rm -rf "$PREFIX"
     echo "removed the kws-daemon service and $PREFIX"
@@ -38,7 +43,7 @@ uninstall() {
 }
 
 install_service() {
-    local python=${PYTHON:-python3}
+    local unit=$1 python=${PYTHON:-python3}
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
         || die "$python is missing or older than 3.10 (set PYTHON=...)"
     case $(readlink -f "$(command -v "$python")") in
@@ -68,10 +73,21 @@ install_service() {
     runuser -u "$SERVICE_USER" -- "$PREFIX/venv/bin/kws-daemon" check-config "$CONFIG" \
         || die "$CONFIG does not load as the service user (fix it, then run this script again)"
 
-    install -m 0644 "$here/systemd/kws-daemon.service" "$UNIT"
+    install -m 0644 "$here/systemd/$unit" "$UNITS/$unit"
     systemctl daemon-reload
-    systemctl enable kws-daemon.service
-    systemctl restart kws-daemon.service
+    systemctl enable "$unit"
+    systemctl restart "$unit"
+    if [ "$unit" = kws-daemon-wyoming.service ]; then
+        cat <<EOF
+kws-daemon serves Wyoming on the address of serve.uri in $CONFIG (default tcp://127.0.0.1:10400;
+set serve.uri: tcp://0.0.0.0:10400 for Home Assistant on another machine). Watch it with:
+  systemctl status $unit
+  journalctl -u $unit -f
+In Home Assistant: Settings > Devices & services > Add integration > Wyoming Protocol, host and port.
+Edit $CONFIG, then: sudo systemctl restart $unit
+EOF
+        return
+    fi
     cat <<EOF
 kws-daemon is running. Watch it with:
   systemctl status kws-daemon
@@ -83,10 +99,14 @@ EOF
 
 case "${1:-}" in
     -h | --help) usage ;;
-    --uninstall | "")
+    --uninstall | --wyoming | "")
         [ "$(id -u)" -eq 0 ] || die "must run as root (sudo $0 $*)"
         command -v systemctl >/dev/null || die "systemctl not found: this needs a systemd system"
-        if [ "${1:-}" = --uninstall ]; then uninstall; else install_service; fi
+        case "${1:-}" in
+            --uninstall) uninstall ;;
+            --wyoming) install_service kws-daemon-wyoming.service ;;
+            *) install_service kws-daemon.service ;;
+        esac
         ;;
     *) die "unknown option '$1' (see --help)" ;;
 esac

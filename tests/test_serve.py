@@ -7,12 +7,8 @@ import asyncio
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,54 +22,11 @@ from wyoming.ping import Ping
 from wyoming.wake import Detect, Detection
 
 from kws_daemon.audio.sources import read_audio
-from tests.conftest import DEMO_WAV, ROOT, kws
+from tests.conftest import DEMO_WAV, kws
+from tests.notify_socket import NotifySocket
+from tests.wyoming_server import Server
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`kws-daemon serve` in a subprocess, with a jsonl hook and /metrics."""
-
-    def __init__(self, tmp: Path, serve: str = "", uri: str | None = None, extra: str = "") -> None:
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.uri = uri or f"tcp://127.0.0.1:{self.port}"
-        self.events = tmp / "events.jsonl"
-        config = tmp / "serve.yaml"
-        config.write_text(
-            f"serve: {{uri: '{self.uri}', {serve}}}\n"
-            f"hooks: [{{jsonl: {self.events}}}]\n"
-            f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n" + extra
-        )
-        self.log = tmp / "serve.log"
-        self._log = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kws_daemon", "serve", "--config", str(config)],
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while "serving" not in self.log.read_text():
-            assert self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(30)
-        self._log.close()
-        return rc
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +47,7 @@ def demo_detections() -> list[tuple[str, float]]:
     return found
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
@@ -223,7 +176,8 @@ def test_hooks_and_metrics_see_every_stream(server: Server, demo_detections) -> 
     assert {r["source"] for r in records} <= {f"wyoming:{i}" for i in range(32)}
     assert len({r["source"] for r in records}) == 3  # three streams at once, three slots
     text = server.metrics()
-    assert 'kws_detections_total{keyword="%s",stream="' % demo_detections[0][0] in text
+    first = demo_detections[0][0]
+    assert f'kws_detections_total{{keyword="{first}",stream="' in text
     assert "kws_wyoming_connections_total" in text and "kws_batches_total" in text
 
 
@@ -352,9 +306,10 @@ def test_connections_beyond_the_limit_are_refused(tmp_path: Path) -> None:
     try:
 
         async def limit() -> bytes:
-            async with AsyncTcpClient("127.0.0.1", server.port) as a, AsyncTcpClient(
-                "127.0.0.1", server.port
-            ) as b:
+            async with (
+                AsyncTcpClient("127.0.0.1", server.port) as a,
+                AsyncTcpClient("127.0.0.1", server.port) as b,
+            ):
                 for client in (a, b):
                     await client.write_event(Ping().event())
                     await read_until(client, "pong")
@@ -410,3 +365,21 @@ def test_serve_reports_a_port_in_use_in_one_line(server: Server) -> None:
 def test_a_bad_uri_is_a_config_error(uri: str) -> None:
     result = kws("serve", "--uri", uri, timeout=60)
     assert result.returncode == 2 and "tcp://HOST:PORT" in result.stderr.decode()
+
+
+def test_under_systemd_ready_watchdog_and_stopping(tmp_path: Path) -> None:
+    notify = NotifySocket(str(tmp_path / "notify"))
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000")
+    server = Server(tmp_path, env=env)
+    try:
+        ready = notify.wait_for("READY=1")[-1]
+        assert any(f.startswith("STATUS=serving tcp://127.0.0.1:") for f in ready)
+        pings = [m for m in notify.collect(1.0) if "WATCHDOG=1" in m]
+        assert len(pings) >= 3  # every 0.1 s (a quarter of WatchdogSec) while the loop turns
+        _still_serving(server.port)
+        statuses = [f for m in notify.collect(0.5) for f in m if f.startswith("STATUS=")]
+        assert f"STATUS=serving {server.uri}; 0 streams; 0 detections" in statuses
+    finally:
+        assert server.stop() == 0
+    assert any("STOPPING=1" in m for m in notify.collect(0.5))
+    notify.close()

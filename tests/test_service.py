@@ -24,53 +24,10 @@ import pytest
 
 from kws_daemon.sdnotify import Notifier
 from tests.conftest import DEMO_WAV, ROOT
+from tests.notify_socket import TIMEOUT, NotifySocket
 
 MODEL = ROOT / "models" / "default"
 BLOCK = 1600  # samples in a 100 ms block at 16 kHz, the stdin source's default block
-TIMEOUT = 30.0  # generous: CI machines are shared
-
-
-class NotifySocket:
-    """What systemd listens on: a unix datagram socket at a path or an abstract '@' address."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-
-    def next(self, timeout: float) -> list[str] | None:
-        """The fields of the next datagram, or None after `timeout` seconds."""
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(4096).decode().split("\n")
-        except TimeoutError:
-            return None
-
-    def collect(self, seconds: float) -> list[list[str]]:
-        """Every datagram that arrives in the next `seconds`."""
-        seen: list[list[str]] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            message = self.next(left)
-            if message is not None:
-                seen.append(message)
-        return seen
-
-    def wait_for(self, field: str, timeout: float = TIMEOUT) -> list[list[str]]:
-        """Datagrams up to and including the first holding a field that starts with `field`."""
-        seen: list[list[str]] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            message = self.next(left)
-            if message is None:
-                break
-            seen.append(message)
-            if any(f.startswith(field) for f in message):
-                return seen
-        raise AssertionError(f"no {field} within {timeout}s; got {seen}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import ROOT, kws
 
 UNIT = ROOT / "systemd" / "kws-daemon.service"
+WYOMING_UNIT = ROOT / "systemd" / "kws-daemon-wyoming.service"
 CHECK = ROOT / "systemd" / "check-unit"
 INSTALL = ROOT / "scripts" / "install-service.sh"
 needs_systemd_analyze = pytest.mark.skipif(
@@ -32,8 +33,9 @@ def find(pattern: str, text: str) -> re.Match[str]:
 
 
 @needs_systemd_analyze
-def test_unit_verifies_and_exposure_is_at_most_2_5() -> None:
-    code, output = check_unit(UNIT)
+@pytest.mark.parametrize("unit", [UNIT, WYOMING_UNIT], ids=lambda u: u.name)
+def test_unit_verifies_and_exposure_is_at_most_2_5(unit: Path) -> None:
+    code, output = check_unit(unit)
     assert code == 0, output
     assert float(find(r"exposure: ([0-9.]+) \(limit 2.5\)$", output)[1]) <= 2.5
 
@@ -78,6 +80,9 @@ def test_install_script_and_unit_agree_on_paths() -> None:
     assert exec_start[1] == find(r"^PREFIX=(\S+)$", script)[1] + "/venv/bin/kws-daemon"
     assert exec_start[2] == find(r"^CONFIG=(\S+)$", script)[1] == "/etc/kws-daemon/config.yaml"
     assert find(r"^User=(\S+)$", unit)[1] == find(r"^SERVICE_USER=(\S+)$", script)[1] == "kws-daemon"
+    wyoming = WYOMING_UNIT.read_text()
+    assert find(r"^ExecStart=(\S+) serve --config (\S+)$", wyoming).groups() == exec_start.groups()
+    assert find(r"^User=(\S+)$", wyoming)[1] == "kws-daemon" and "--wyoming" in script
 
 
 def test_install_script_parses_and_explains_itself() -> None:
