@@ -17,8 +17,6 @@ per refractory period), so keyword end → hook has samples with any model, trai
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import tempfile
 import threading
@@ -33,6 +31,7 @@ from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.ringbuffer import RingBuffer
 from kws_daemon.audio.sources import FileSource, file_blocks, read_audio
+from kws_daemon.audio.streams import generated_stream, idle_stream, write_wav
 from kws_daemon.audio.voicing import voiced_runs
 from kws_daemon.compare import checkpoint_of, compare
 from kws_daemon.config import Config, HookConfig
@@ -40,12 +39,11 @@ from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
-from kws_daemon.machine import cpu_name
+from kws_daemon.machine import Contention, machine
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model
 from kws_daemon.pipeline import RATE, Pipeline
 from kws_daemon.service import load_model
-from kws_daemon.shipped import shipped
 
 STAGE_NAMES = {
     "queue": "capture queue",
@@ -58,46 +56,6 @@ STAGE_NAMES = {
     "keyword_end_to_hook": "keyword end → hook started",
     "word_end_to_hook": "word end (audio) → hook started",
 }
-QUIET_ROOM_DBFS = -55.0
-
-
-def demo_speech() -> np.ndarray:
-    """demo/demo.wav ("yes", "stop", "go", "up" under quiet noise, shipped in the wheel too) at 16 kHz."""
-    path = shipped("demo/demo.wav")
-    if not path.is_file():
-        raise KwsError(f"no --input given and {path} is missing (a broken install?); pass --input")
-    samples, rate = read_audio(path)
-    return Resampler(rate, RATE)(samples, last=True)
-
-
-def room_noise(rng: np.random.Generator, n: int, dbfs: float) -> np.ndarray:
-    """Pink (1/f) noise at `dbfs` RMS, float in [-1, 1]: a quiet room rather than digital zero."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1.0))
-    noise = np.fft.irfft(spectrum, n)
-    return noise * (10 ** (dbfs / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))
-
-
-def _int16(audio: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(audio * 32768), -32768, 32767).astype(np.int16)
-
-
-def generated_stream(seconds: float, seed: int = 0) -> np.ndarray:
-    """Cycles of demo speech (gain varied), 3 s of digital silence and 5 s of room noise, int16."""
-    rng = np.random.default_rng(seed)
-    speech = demo_speech().astype(np.float64) / 32768
-    total = int(seconds * RATE)
-    parts, n = [], 0
-    while n < total:
-        voiced = speech * 10 ** (rng.uniform(-6, 0) / 20) + room_noise(rng, len(speech), QUIET_ROOM_DBFS - 5)
-        for part in (voiced, np.zeros(3 * RATE), room_noise(rng, 5 * RATE, QUIET_ROOM_DBFS)):
-            parts.append(part)
-            n += len(part)
-    return _int16(np.concatenate(parts)[:total])
-
-
-def idle_stream(seconds: float, seed: int = 1) -> np.ndarray:
-    return _int16(room_noise(np.random.default_rng(seed), int(seconds * RATE), QUIET_ROOM_DBFS))
 
 
 def input_stream(path: str, seconds: float | None) -> np.ndarray:
@@ -105,13 +63,6 @@ def input_stream(path: str, seconds: float | None) -> np.ndarray:
     samples, rate = read_audio(path)
     audio = Resampler(rate, RATE)(samples, last=True)
     return audio[: int(seconds * RATE)] if seconds else audio
-
-
-def write_wav(path: Path, audio: np.ndarray) -> Path:
-    import soundfile as sf
-
-    sf.write(path, audio, RATE, subtype="PCM_16")
-    return path
 
 
 def bench_config(config: Config, events_path: Path, threshold: float) -> Config:
@@ -347,49 +298,6 @@ def realtime_pass(
         "preroll_events_not_timed": timed.preroll_events,
         "overflows": ring.overflows,
         "stages": stage_table(timed.stats),
-    }
-
-
-def busy_cpu_s() -> float | None:
-    """Seconds all CPUs have spent busy since boot (/proc/stat), or None where there is no /proc."""
-    try:
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
-
-
-def own_cpu_s() -> float:
-    """This process's CPU seconds, plus its finished children's (hook commands)."""
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    return sum(u.ru_utime + u.ru_stime for u in usage)
-
-
-class Contention:
-    """How many cores other processes kept busy meanwhile: numbers taken on a shared machine say so."""
-
-    def __init__(self) -> None:
-        self._busy, self._own, self._wall = busy_cpu_s(), own_cpu_s(), time.perf_counter()
-
-    def other_cores(self) -> float | None:
-        busy = busy_cpu_s()
-        if busy is None or self._busy is None:
-            return None
-        others = (busy - self._busy) - (own_cpu_s() - self._own)
-        return max(0.0, others) / (time.perf_counter() - self._wall)
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.sources import read_audio
-from kws_daemon.bench import QUIET_ROOM_DBFS, room_noise
+from kws_daemon.audio.streams import QUIET_ROOM_DBFS, room_noise
 from kws_daemon.config import Config
 from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent

@@ -204,7 +204,14 @@ class WakeServer:
         announcer = HomeAssistantZeroconf(port=parsed.port, name=name, host=host)
         await announcer.register_server()
         log.info("announced %s._wyoming._tcp.local. on %s:%d", name, announcer.host, parsed.port)
-        return announcer._aiozc
+        if announcer.host.startswith("127.") or announcer.host == "::1":
+            log.warning(
+                "serve.zeroconf announces %s, which only this machine reaches; for Home Assistant "
+                "elsewhere set serve.uri: tcp://0.0.0.0:%d",
+                announcer.host,
+                parsed.port,
+            )
+        return announcer._aiozc  # the library's announcer has no close of its own
 
     async def _watchdog(self) -> None:
         """Pings while the loop turns; a loop stuck in a call stops them and systemd restarts us."""

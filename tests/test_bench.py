@@ -12,20 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kws_daemon.audio.streams import generated_stream, write_wav
 from kws_daemon.audio.vad import VadGate
-from kws_daemon.bench import (
-    BenchStats,
-    Contention,
-    GateSplit,
-    bench_config,
-    fast_pass,
-    generated_stream,
-    write_wav,
-)
+from kws_daemon.bench import BenchStats, GateSplit, bench_config, fast_pass
 from kws_daemon.config import Config, HookConfig, KeywordConfig
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.evaluate import run_stream
+from kws_daemon.machine import Contention
 from kws_daemon.pipeline import RATE
 from kws_daemon.service import load_model
 from tests.conftest import ROOT, kws
@@ -79,8 +73,8 @@ def test_hook_dispatch_is_paired_with_its_event() -> None:
 
 def test_word_ends_come_from_the_audio() -> None:
     """The bench's truth for word end → hook: the demo's four words end where their voice does."""
+    from kws_daemon.audio.streams import generated_stream
     from kws_daemon.audio.voicing import voiced_runs
-    from kws_daemon.bench import generated_stream
 
     ends = [round(end / RATE, 1) for _, end in voiced_runs(generated_stream(16), above_floor_db=18)]
     assert ends == [1.4, 3.2, 5.1, 6.7]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kws_daemon.audio.sources import read_audio
-from kws_daemon.bench import idle_stream, write_wav
+from kws_daemon.audio.streams import idle_stream, write_wav
 from kws_daemon.config import Config, DetectorConfig
 from kws_daemon.console import Progress, table
 from kws_daemon.errors import KwsError

@@ -383,3 +383,28 @@ def test_under_systemd_ready_watchdog_and_stopping(tmp_path: Path) -> None:
         assert server.stop() == 0
     assert any("STOPPING=1" in m for m in notify.collect(0.5))
     notify.close()
+
+
+def test_zeroconf_announces_the_service_for_home_assistant(tmp_path: Path) -> None:
+    zeroconf = pytest.importorskip("zeroconf", reason="the zeroconf extra is not installed")
+    server = Server(tmp_path, serve="zeroconf: true, zeroconf_name: kws-test")
+    try:
+        found: dict[str, int] = {}
+
+        class Listener(zeroconf.ServiceListener):
+            def add_service(self, zc, type_, name) -> None:
+                info = zc.get_service_info(type_, name)
+                found[name] = info.port if info else 0
+
+            update_service = remove_service = lambda *args: None
+
+        zc = zeroconf.Zeroconf()
+        zeroconf.ServiceBrowser(zc, "_wyoming._tcp.local.", Listener())
+        deadline = time.monotonic() + 10
+        while "kws-test._wyoming._tcp.local." not in found and time.monotonic() < deadline:
+            time.sleep(0.1)
+        zc.close()
+    finally:
+        assert server.stop() == 0
+    assert found.get("kws-test._wyoming._tcp.local.") == server.port
+    assert "only this machine reaches" in server.log.read_text()  # it listens on 127.0.0.1

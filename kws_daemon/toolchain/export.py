@@ -29,9 +29,9 @@ from kws_daemon.errors import KwsError
 from kws_daemon.features import FbankParams
 from kws_daemon.machine import cpu_name
 from kws_daemon.model import Model, ModelInfo, sha256_file
+from kws_daemon.toolchain import perwindow
 from kws_daemon.toolchain.measure import latency_ms, onnx_logits
 from kws_daemon.toolchain.progress import Steps, quiet
-from kws_daemon.toolchain import perwindow
 from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8, quantize_static_int8
 from kws_daemon.toolchain.report import model_card
 from kws_daemon.toolchain.windows import audio_files, recorded_windows, synthetic_windows
