@@ -165,6 +165,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return command(args, _config(args))
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from kws_daemon.servebench import command
+
+    return command(args, _config(args))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from kws_daemon.evalcli import command
 
@@ -282,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", metavar="DIR", help="the model's Hugging Face checkpoint for --compare")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-serve", help="how many Wyoming streams this machine serves in real time")
+    p.add_argument("--config", help="YAML config file (model, detector, serve.max_connections)")
+    p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--streams", default="1,8,32", metavar="N,N,...", help="stream counts (default 1,8,32)")
+    p.add_argument("--duration", type=float, default=30.0, metavar="S", help="speech per stream (default 30)")
+    p.add_argument("--mode", choices=["commands", "running"], help="detector.mode (overrides the config)")
+    p.add_argument(
+        "--threshold", type=_threshold, default=0.0, metavar="T", help="for all keywords (default 0)"
+    )
+    p.add_argument("--batched-only", action="store_true", help="skip the unbatched runs")
+    p.add_argument("--json", metavar="OUT", help="write every measurement as JSON")
+    p.set_defaults(func=cmd_bench_serve)
 
     p = sub.add_parser("eval", help="accuracy per word; false accepts/rejects per threshold")
     source = p.add_mutually_exclusive_group(required=True)

@@ -408,3 +408,19 @@ def test_zeroconf_announces_the_service_for_home_assistant(tmp_path: Path) -> No
         assert server.stop() == 0
     assert found.get("kws-test._wyoming._tcp.local.") == server.port
     assert "only this machine reaches" in server.log.read_text()  # it listens on 127.0.0.1
+
+
+def test_bench_serve_streams_in_real_time_and_times_detections(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = kws("bench-serve", "--streams", "2", "--duration", "9", "--batched-only", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["streams"] == 2 and run["batched"] and run["realtime"]
+    assert run["timed_detections"] >= 2  # a command per stream, timed from its voiced end
+    assert 0 < run["latency_ms"]["p50"] < 1000
+    assert "word end -> detection" in result.stdout.decode()
+
+
+def test_bench_serve_refuses_more_streams_than_connections() -> None:
+    result = kws("bench-serve", "--streams", "0")
+    assert result.returncode == 1 and "--streams" in result.stderr.decode()
