@@ -67,7 +67,9 @@ def load_checkpoint(source: str | Path) -> tuple[Any, Any]:
         if missing:
             raise KwsError(f"{source}: not a checkpoint directory ({', '.join(missing)} missing)")
     from transformers import AutoFeatureExtractor
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on stderr
     try:
         with quiet("transformers", "huggingface_hub"), warnings.catch_warnings():
             # the extractor's own mel filter bank (not the one we use) warns about 128 bins
