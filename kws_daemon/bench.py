@@ -42,7 +42,8 @@ from kws_daemon.hooks import HookDispatcher
 from kws_daemon.machine import Contention, machine
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model
-from kws_daemon.pipeline import RATE, Pipeline
+from kws_daemon.modes import make_pipeline
+from kws_daemon.pipeline import RATE
 from kws_daemon.service import load_model
 
 STAGE_NAMES = {
@@ -184,7 +185,7 @@ class _Timed:
         self._running = config.detector.mode == "running"
         self._word_ends = word_ends
         self.stats = BenchStats()
-        self.pipeline = Pipeline(config, model, source=source, stats=self.stats)
+        self.pipeline = make_pipeline(config, model, source=source, stats=self.stats)
         self.hooks = HookDispatcher(config, self.stats)
         self.split = GateSplit()
         self.decision_ms: list[float] = []  # process() time of blocks that ended in a decision

@@ -19,8 +19,8 @@ from kws_daemon.audio.sources import file_blocks, list_devices
 from kws_daemon.config import Config, load, wyoming_uri
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
+from kws_daemon.modes import Stream, make_pipeline
 from kws_daemon.nearmiss import NearMissRecorder
-from kws_daemon.pipeline import Pipeline
 from kws_daemon.service import Daemon, load_model, warn_if_writable
 
 log = logging.getLogger("kws_daemon")
@@ -117,7 +117,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """Replays files through the daemon's own pipeline and hooks, one fresh pipeline per file."""
     config = _config(args)
     model = load_model(config)
-    stats_pipeline: Pipeline | None = None
+    stats_pipeline: Stream | None = None
     dispatcher: HookDispatcher | None = None
     near_misses = NearMissRecorder(config.near_misses) if config.near_misses else None
     failed = detections = 0
@@ -125,7 +125,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         for path in args.files:
             try:
                 rate, blocks = file_blocks(path, config.audio.block_ms)
-                pipeline = Pipeline(config, model, source=path, near_misses=near_misses)
+                pipeline = make_pipeline(config, model, source=path, near_misses=near_misses)
                 if dispatcher is None:
                     stats_pipeline = pipeline
                     dispatcher = HookDispatcher(config, pipeline.stats)
@@ -210,12 +210,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Imports the toolchain only here: the runtime commands never import torch."""
-    from kws_daemon.toolchain.export import write_model_dir
+    from kws_daemon.toolchain.export import require_toolchain, write_model_dir
+    from kws_daemon.toolchain.export_waveform import is_waveform_checkpoint, write_waveform_model_dir
     from kws_daemon.toolchain.report import report_lines
 
-    report = write_model_dir(
-        args.source, args.output, quantize=args.quantize, calibration=args.calibration, force=args.force
-    )
+    require_toolchain()
+    if is_waveform_checkpoint(args.source):
+        report = write_waveform_model_dir(args.source, args.output, quantize=args.quantize, force=args.force)
+    else:
+        report = write_model_dir(
+            args.source, args.output, quantize=args.quantize, calibration=args.calibration, force=args.force
+        )
     print(f"wrote {args.output}")
     for line in report_lines(report):
         print(f"  {line}")
@@ -337,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("export", help="export a Hugging Face AST checkpoint to an int8 model directory")
+    p = sub.add_parser(
+        "export",
+        help="export a Hugging Face audio classifier (AST, wav2vec2 family) to an int8 model directory",
+    )
     p.add_argument("source", metavar="SOURCE", help="hub id (downloaded) or local checkpoint directory")
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="model directory to write")
     p.add_argument("--quantize", default="int8", metavar="MODE", help="int8 (default), int8-static or none")

@@ -21,8 +21,8 @@ from kws_daemon.model import ModelInfo, default_model_dir
 T = TypeVar("T")
 HookKind = Literal["command", "webhook", "jsonl"]
 HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
-Mode = Literal["commands", "running"]
-MODES: tuple[Mode, ...] = ("commands", "running")
+Mode = Literal["commands", "running", "utterances"]
+MODES: tuple[Mode, ...] = ("commands", "running", "utterances")
 DEFAULT_THRESHOLD = 0.8  # where neither the config nor the model's kws.json gives one
 _PROGRAM = re.compile(r"[\w./+-]+")  # a shell command's first word, past any "(" or "{"
 
@@ -80,6 +80,15 @@ class VadConfig:
     frame_ms: int = 30
     hangover_ms: int = 500
     pre_roll_ms: int = 300
+
+
+@dataclass(frozen=True)
+class UtteranceConfig:
+    """detector.mode: utterances. A pause shorter than silence_after_ms stays inside the utterance."""
+
+    silence_after_ms: int = 600
+    min_ms: int = 300
+    max_ms: int = 15000  # longer speech is no utterance to classify (and is never held in memory)
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ class Config:
     vad: VadConfig = field(default_factory=VadConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
+    utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
     keywords: tuple[KeywordConfig, ...] | None = None  # None: every non-background label
     sequences: tuple[SequenceConfig, ...] = ()
     hooks: tuple[HookConfig, ...] = ()
@@ -159,6 +169,11 @@ class Config:
     def check_against(self, info: ModelInfo) -> None:
         """Errors for keywords that the model cannot produce, naming the config file like load()'s."""
         where = f"{self.source}: " if self.source else ""
+        if self.detector.mode != "utterances" and info.kind != "ast":
+            raise ConfigError(
+                f"{where}detector.mode: '{self.detector.mode}' scores log-mel windows, which only an AST "
+                f"model takes; {info.path} is a {info.kind} classifier: use detector.mode: utterances"
+            )
         names = [(f"keywords[{i}].name", kw.name) for i, kw in enumerate(self.keywords or ())]
         names += [
             (f"sequences[{i}].words[{j}]", word)
@@ -397,6 +412,19 @@ def _endpointer(data: Any) -> EndpointerConfig:
     return config
 
 
+def _utterance(data: Any) -> UtteranceConfig:
+    section = _Section(data, "utterance", ("silence_after_ms", "min_ms", "max_ms"))
+    default = UtteranceConfig()
+    config = UtteranceConfig(
+        silence_after_ms=section.get("silence_after_ms", default.silence_after_ms, _int(30, 5000)),
+        min_ms=section.get("min_ms", default.min_ms, _int(0, 60000)),
+        max_ms=section.get("max_ms", default.max_ms, _int(100, 60000)),
+    )
+    if config.min_ms > config.max_ms:
+        raise ConfigError("utterance.min_ms: must not exceed utterance.max_ms")
+    return config
+
+
 def _sequences(key: str, value: Any) -> tuple[SequenceConfig, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{key}: must be a list of {{words: [first, second, ...], within_ms, hooks}}")
@@ -503,6 +531,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
             "vad",
             "detector",
             "endpointer",
+            "utterance",
             "keywords",
             "sequences",
             "hooks",
@@ -545,9 +574,9 @@ def parse(data: Any, source: Path | None = None) -> Config:
         hangover_ms=vad.get("hangover_ms", 500, _int(0, 10000)),
         pre_roll_ms=vad.get("pre_roll_ms", 300, _int(0, 5000)),
     )
-    if detector.mode == "commands" and not vad_config.enabled:
+    if detector.mode in ("commands", "utterances") and not vad_config.enabled:
         raise ConfigError(
-            "detector.mode: 'commands' needs the VAD to find where words start and end; "
+            f"detector.mode: '{detector.mode}' needs the VAD to find where speech starts and ends; "
             "set vad.enabled: true, or detector.mode: running"
         )
     return Config(
@@ -564,6 +593,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         vad=vad_config,
         detector=detector,
         endpointer=_endpointer(top.data.get("endpointer")),
+        utterance=_utterance(top.data.get("utterance")),
         keywords=top.get("keywords", None, _keywords),
         sequences=top.get("sequences", (), _sequences),
         hooks=top.get("hooks", (), _hooks),

@@ -19,6 +19,7 @@ import numpy as np
 
 from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
+from kws_daemon.frontends import WaveformParams
 from kws_daemon.shipped import shipped
 
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
@@ -78,13 +79,31 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+Frontend = FbankParams | WaveformParams
+KIND_OF = {FbankParams: "ast", WaveformParams: "waveform"}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     path: Path
     labels: tuple[str, ...]
-    fbank: FbankParams
+    frontend: Frontend  # what the model takes: AST log-mel windows, or a waveform per utterance
     sample_rate: int
     kws: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return KIND_OF[type(self.frontend)]
+
+    @property
+    def fbank(self) -> FbankParams:
+        """The AST's log-mel parameters; keyword windows (commands, running) need them."""
+        if not isinstance(self.frontend, FbankParams):
+            raise ConfigError(
+                f"model {self.path} is a {self.kind} classifier, not an AST on log-mel windows: "
+                "use detector.mode: utterances"
+            )
+        return self.frontend
 
     @property
     def keyword_labels(self) -> tuple[str, ...]:
@@ -115,29 +134,18 @@ class ModelInfo:
         pre = _read_json(path / "preprocessor_config.json")
         kws = _read_json(path / "kws.json") if (path / "kws.json").exists() else {}
         labels = _labels(path, config.get("id2label"))
+        extractor = str(pre.get("feature_extractor_type", "ASTFeatureExtractor"))
         try:
-            fbank = FbankParams(
-                num_mel_bins=int(pre.get("num_mel_bins", config.get("num_mel_bins", 128))),
-                mean=float(pre["mean"]),
-                std=float(pre["std"]),
-                max_length=int(pre.get("max_length", config.get("max_length", 1024))),
-            )
             sample_rate = int(pre.get("sampling_rate", 16000))
+            frontend: Frontend = (
+                WaveformParams(do_normalize=bool(pre.get("do_normalize", True)))
+                if extractor == "Wav2Vec2FeatureExtractor"
+                else _fbank(path, pre, config)
+            )
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise KwsError(
                 f"model directory {path}: preprocessor_config.json lacks or garbles a field ({e})"
             ) from None
-        if not (
-            1 <= fbank.num_mel_bins <= 1024
-            and 1 <= fbank.max_length <= 100_000
-            and math.isfinite(fbank.mean)
-            and math.isfinite(fbank.std)
-            and fbank.std > 0
-        ):
-            raise KwsError(
-                f"model directory {path}: preprocessor_config.json needs num_mel_bins 1 to 1024, "
-                f"max_length 1 to 100000, a finite mean and a std above 0 (got {fbank})"
-            )
         if sample_rate != 16000:
             raise KwsError(
                 f"model directory {path}: sampling_rate {sample_rate} is not supported (16000 only)"
@@ -145,7 +153,35 @@ class ModelInfo:
         expected = kws.get("sha256")
         if expected and sha256_file(path / "model.onnx") != expected:
             raise KwsError(f"model directory {path}: model.onnx does not match the sha256 in kws.json")
-        return cls(path=path, labels=labels, fbank=fbank, sample_rate=sample_rate, kws=kws)
+        return cls(path=path, labels=labels, frontend=frontend, sample_rate=sample_rate, kws=kws)
+
+
+def _fbank(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> FbankParams:
+    """ASTFeatureExtractor's fields; KeyError and ValueError for the caller's one-line message."""
+    extractor = pre.get("feature_extractor_type", "ASTFeatureExtractor")
+    if extractor != "ASTFeatureExtractor":
+        raise KwsError(
+            f"model directory {path}: feature extractor {extractor} is not supported "
+            "(ASTFeatureExtractor, Wav2Vec2FeatureExtractor)"
+        )
+    fbank = FbankParams(
+        num_mel_bins=int(pre.get("num_mel_bins", config.get("num_mel_bins", 128))),
+        mean=float(pre["mean"]),
+        std=float(pre["std"]),
+        max_length=int(pre.get("max_length", config.get("max_length", 1024))),
+    )
+    if not (
+        1 <= fbank.num_mel_bins <= 1024
+        and 1 <= fbank.max_length <= 100_000
+        and math.isfinite(fbank.mean)
+        and math.isfinite(fbank.std)
+        and fbank.std > 0
+    ):
+        raise KwsError(
+            f"model directory {path}: preprocessor_config.json needs num_mel_bins 1 to 1024, "
+            f"max_length 1 to 100000, a finite mean and a std above 0 (got {fbank})"
+        )
+    return fbank
 
 
 class Model:
@@ -171,25 +207,32 @@ class Model:
         if "input_values" not in inputs:
             raise KwsError(f"model directory {info.path}: model.onnx has no input named input_values")
         shape = inputs["input_values"].shape
-        if len(shape) != 3:
-            raise KwsError(f"model directory {info.path}: model.onnx input_values must have 3 axes")
-        for axis, want in ((1, info.fbank.max_length), (2, info.fbank.num_mel_bins)):
-            if isinstance(shape[axis], int) and shape[axis] != want:
-                raise KwsError(
-                    f"model directory {info.path}: model.onnx expects {shape[axis]} on input axis {axis}, "
-                    f"preprocessor_config.json says {want}"
-                )
+        rank = 3 if info.kind == "ast" else 2  # [batch, frames, mel_bins] or [batch, samples]
+        if len(shape) != rank:
+            raise KwsError(f"model directory {info.path}: model.onnx input_values must have {rank} axes")
+        if info.kind == "ast":
+            for axis, want in ((1, info.fbank.max_length), (2, info.fbank.num_mel_bins)):
+                if isinstance(shape[axis], int) and shape[axis] != want:
+                    raise KwsError(
+                        f"model directory {info.path}: model.onnx expects {shape[axis]} on input axis "
+                        f"{axis}, preprocessor_config.json says {want}"
+                    )
         self._probe()
 
     def _probe(self) -> None:
-        """Scores one silent window at load, so that a model which loads but cannot run (no "logits"
+        """Scores one silent input at load, so that a model which loads but cannot run (no "logits"
         output, a label count that does not match) fails here, not in the running daemon."""
         info = self.info
+        silent = (
+            np.zeros((1, info.fbank.max_length, info.fbank.num_mel_bins), np.float32)
+            if info.kind == "ast"
+            else np.zeros((1, info.sample_rate), np.float32)
+        )
         try:
-            posteriors = self(np.zeros((1, info.fbank.max_length, info.fbank.num_mel_bins), np.float32))
+            posteriors = self(silent)
         except Exception as e:  # onnxruntime raises its own exception types
             raise KwsError(
-                f"model directory {info.path}: model.onnx fails on a silent window ({_one_line(e)})"
+                f"model directory {info.path}: model.onnx fails on a silent input ({_one_line(e)})"
             ) from None
         if posteriors.shape != (1, len(info.labels)):
             raise KwsError(

@@ -31,8 +31,9 @@ from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookCounters, HookDispatcher
 from kws_daemon.metrics import LatencyStats, add_counters
 from kws_daemon.model import Model, ModelInfo
+from kws_daemon.modes import Stream, make_pipeline
 from kws_daemon.nearmiss import NearMissRecorder
-from kws_daemon.pipeline import RATE, Pipeline, PipelineCounters, keyword_thresholds
+from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
 from kws_daemon.prometheus import Exposition, MetricsServer, add_hooks, add_latency
 from kws_daemon.sdnotify import Notifier
 
@@ -69,7 +70,7 @@ class Runtime:
     """Everything one config builds; a reload replaces it whole or not at all."""
 
     config: Config
-    pipeline: Pipeline
+    pipeline: Stream
     hooks: HookDispatcher
     thresholds: dict[str, float]
     model_load_s: float
@@ -110,7 +111,7 @@ class Daemon:
         model = load_model(config)
         load_s = time.monotonic() - t0
         info = model.info
-        pipeline = Pipeline(
+        pipeline = make_pipeline(
             config, model, source=self.source.name, stats=self.stats, near_misses=self.near_misses
         )
         thresholds = keyword_thresholds(config, info)

@@ -19,7 +19,7 @@ from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model
-from kws_daemon.pipeline import Pipeline
+from kws_daemon.modes import make_pipeline
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class WakeStream:
         rate: int,
         start_ms: int = 0,
     ) -> None:
-        self.pipeline = Pipeline(config, model, source=source, stats=stats)
+        self.pipeline = make_pipeline(config, model, source=source, stats=stats)
         self.rate = rate
         self._block_ms = config.audio.block_ms
         self._start_ms = start_ms

@@ -51,3 +51,59 @@ def save_ast_checkpoint(
     ASTForAudioClassification(config).eval().save_pretrained(directory)
     ASTFeatureExtractor(mean=SC_MEAN, std=SC_STD, max_length=128).save_pretrained(directory)
     return directory
+
+
+# anton-l/xtreme_s_xlsr_300m_minds14's labels, in its order (the MINDS-14 intents)
+MINDS14_INTENTS = (
+    "abroad",
+    "address",
+    "app_error",
+    "atm_limit",
+    "balance",
+    "business_loan",
+    "card_issues",
+    "cash_deposit",
+    "direct_debit",
+    "freeze",
+    "high_value_payment",
+    "joint_account",
+    "latest_transactions",
+    "pay_bill",
+)
+XLSR_300M_SIZE = AstSize(hidden=1024, layers=24, heads=16, intermediate=4096)  # facebook/wav2vec2-xls-r-300m
+
+
+def save_wav2vec2_checkpoint(
+    directory: Path, size: AstSize = XLSR_300M_SIZE, labels: tuple[str, ...] = MINDS14_INTENTS, seed: int = 0
+) -> Path:
+    """An XLS-R-style Wav2Vec2ForSequenceClassification (stable layer norm, layer-norm feature
+    encoder, as facebook/wav2vec2-xls-r-300m) with seeded random weights, and its extractor."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    conv = 512 if size.hidden >= 512 else 64
+    config = Wav2Vec2Config(
+        hidden_size=size.hidden,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        intermediate_size=size.intermediate,
+        conv_dim=(conv,) * 7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=128 if size.hidden >= 512 else 16,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        classifier_proj_size=256,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    Wav2Vec2ForSequenceClassification(config).eval().save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(directory)
+    return directory

@@ -1,0 +1,189 @@
+"""wav2vec2-family audio classifiers (wav2vec2, HuBERT, WavLM, XLS-R) -> int8 ONNX model directory.
+
+The model takes the raw 16 kHz waveform (`input_values` [batch, samples], any length), normalised
+as Wav2Vec2FeatureExtractor does (kws_daemon/frontends.py); the daemon classifies one utterance per
+call (detector.mode: utterances). Exported with torch.onnx's TorchScript exporter like the AST; the
+convolutional feature encoder stays fp32 (ConvInteger has no fast kernel), the transformer's MatMuls
+go int8 per window. Parity: torch vs ONNX fp32 on every parity utterance, int8 top-1 agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kws_daemon.errors import KwsError
+from kws_daemon.frontends import WaveformParams, waveform_input
+from kws_daemon.machine import cpu_name
+from kws_daemon.model import Model, ModelInfo, sha256_file
+from kws_daemon.toolchain import perwindow
+from kws_daemon.toolchain.export import FP32_TOLERANCE, MIN_INT8_AGREEMENT, _provenance, _Run
+from kws_daemon.toolchain.measure import latency_ms
+from kws_daemon.toolchain.progress import Steps, quiet
+from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8
+
+FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat")
+
+
+def _utterances(calibration: list[np.ndarray] | None) -> tuple[list[np.ndarray], str]:
+    """Parity audio: the caller's utterances (int16), else voiced sweeps and noise of 0.6-2.5 s."""
+    if calibration:
+        return calibration, f"{len(calibration)} utterances given by the caller"
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(12):
+        n = int(rng.uniform(0.6, 2.5) * 16000)
+        t = np.arange(n) / 16000
+        f0 = rng.uniform(90, 250) * (1 + 0.3 * t)
+        voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / 16000) / k for k in range(1, 8))
+        audio = voiced if i % 3 else rng.standard_normal(n)
+        out.append((audio / np.abs(audio).max() * rng.uniform(2000, 20000)).astype(np.int16))
+    return out, f"{len(out)} generated utterances (voiced sweeps and noise)"
+
+
+def _onnx_logits(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(["logits"], {"input_values": x[None]})[0] for x in inputs])
+
+
+def write_waveform_model_dir(
+    source: str | Path,
+    output: str | Path,
+    *,
+    quantize: str = "int8",
+    utterances: list[np.ndarray] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Exports, checks parity, writes `output`; returns the parity report."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers.utils import logging as hf_logging
+
+    output = Path(output)
+    if quantize not in ("int8", "none"):
+        raise KwsError(f"--quantize {quantize}: a {FAMILY[0]}-family model takes int8 or none")
+    if output.exists() and not force:
+        raise KwsError(f"{output} exists; use --force to replace it")
+    steps = Steps(5 if quantize == "none" else 6)
+    hf_logging.disable_progress_bar()
+    with steps.step(f"loading {source}"):
+        try:
+            with quiet("transformers", "huggingface_hub"):
+                model = AutoModelForAudioClassification.from_pretrained(str(source)).eval()
+                extractor = AutoFeatureExtractor.from_pretrained(str(source))
+        except Exception as e:  # transformers and huggingface_hub raise their own types
+            raise KwsError(f"{source}: cannot load the checkpoint: {str(e).splitlines()[0]}") from None
+    if type(extractor).__name__ != "Wav2Vec2FeatureExtractor" or int(extractor.sampling_rate) != 16000:
+        raise KwsError(f"{source}: needs a 16 kHz Wav2Vec2FeatureExtractor (got {type(extractor).__name__})")
+    params = WaveformParams(do_normalize=bool(extractor.do_normalize))
+    audio, data = _utterances(utterances)
+    inputs = [waveform_input(a, params) for a in audio]
+    report: dict[str, Any] = {
+        "source": str(source),
+        "kind": "waveform",
+        "quantize": quantize,
+        "parity_data": data,
+    }
+    run = _Run(output, force, report, steps)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging.chmod(0o755)
+    try:
+        fp32, final = staging / "fp32.onnx", staging / "model.onnx"
+        with steps.step("exporting to ONNX fp32"), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.monotonic()
+            torch.onnx.export(
+                model,
+                (torch.from_numpy(inputs[0][None]),),
+                str(fp32),
+                input_names=["input_values"],
+                output_names=["logits"],
+                dynamic_axes={"input_values": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+            report["export_s"] = round(time.monotonic() - start, 2)
+        with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} utterances"), torch.no_grad():
+            expected = np.concatenate([model(torch.from_numpy(x[None])).logits.numpy() for x in inputs])
+            logits = _onnx_logits(fp32, inputs)
+        diff = float(np.abs(expected - logits).max())
+        report.update(
+            fp32_max_abs_diff=diff,
+            fp32_parity_windows=len(inputs),
+            fp32_tolerance=FP32_TOLERANCE,
+            fp32_bytes=fp32.stat().st_size,
+        )
+        run.check(diff <= FP32_TOLERANCE, f"ONNX fp32 differs from torch by {diff:.2e} logits")
+        if quantize == "none":
+            fp32.rename(final)
+        else:
+            with steps.step(f"quantising: {METHODS['int8']}"):
+                quantize_dynamic_int8(fp32, final)
+                report["per_window_quantisers"] = perwindow.rewrite(final)
+            q = _onnx_logits(final, inputs)
+            agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
+            report.update(
+                method=METHODS["int8"],
+                int8_top1_agreement=agreement,
+                int8_max_abs_diff=float(np.abs(q - logits).max()),
+                int8_parity_windows=len(inputs),
+                int8_min_agreement=MIN_INT8_AGREEMENT,
+                int8_bytes=final.stat().st_size,
+            )
+            run.check(agreement >= MIN_INT8_AGREEMENT, f"int8 agrees with fp32 on {agreement:.1%} of top-1")
+        with steps.step("latency per utterance of 2 s, 1 thread"):
+            report["cpu"] = cpu_name()
+            two_s = waveform_input(
+                np.random.default_rng(0).integers(-3000, 3000, 32000).astype(np.int16), params
+            )
+            report["fp32_latency_ms"] = latency_ms(fp32 if fp32.exists() else final, two_s, runs=10)
+            if quantize != "none":
+                report["int8_latency_ms"] = latency_ms(final, two_s, runs=10)
+            if quantize != "none":
+                fp32.unlink()
+        model.config.to_json_file(str(staging / "config.json"))
+        extractor.to_json_file(str(staging / "preprocessor_config.json"))
+        kws = {
+            "format": 1,
+            "kind": "waveform",
+            "sha256": sha256_file(final),
+            "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
+            "provenance": _provenance(source, model, None),
+            "export": report,
+        }
+        (staging / "kws.json").write_text(json.dumps(kws, indent=2) + "\n")
+        with steps.step("loading the directory as the daemon does"):
+            loaded = Model(ModelInfo.load(staging))
+            if loaded.info.kind != "waveform":
+                raise KwsError(f"{staging}: the daemon does not load it as a waveform model")
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def is_waveform_checkpoint(source: str | Path) -> bool:
+    """Whether a checkpoint (local directory or hub id) is of the wav2vec2 family, by its config."""
+    from transformers import AutoConfig
+
+    try:
+        with quiet("transformers", "huggingface_hub"):
+            model_type = AutoConfig.from_pretrained(str(source)).model_type
+    except Exception:
+        return False
+    return model_type in FAMILY

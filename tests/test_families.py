@@ -1,0 +1,123 @@
+"""Model families beyond the AST (issue 14): a wav2vec2/XLS-R audio classifier exported from a
+local stand-in (the real architecture, random weights), its numpy front end held to transformers'
+extractor, the daemon's scores held to transformers' own pipeline on real speech, and the
+utterance mode firing hooks in `detect` and `run`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws_daemon.audio.sources import read_audio
+from kws_daemon.frontends import WaveformParams, waveform_input
+from tests.conftest import DEMO_WAV, ROOT, kws
+
+pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
+OCEAN = Path(os.environ.get("KWS_OCEAN_DATA", ROOT.parent / "shared" / "data" / "speech-ocean"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    for module in ("torch", "transformers", "onnx"):
+        pytest.importorskip(module, reason="needs the export extra: pip install torch==2.13.0 -e '.[export]'")
+    from kws_daemon.toolchain.standin import AstSize, save_wav2vec2_checkpoint
+
+    small = AstSize(hidden=64, layers=2, heads=2, intermediate=128)
+    return save_wav2vec2_checkpoint(tmp_path_factory.mktemp("w2v"), small, seed=1)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = {}
+    for quantize in ("none", "int8"):
+        target = tmp_path_factory.mktemp("dirs") / quantize
+        result = kws("export", str(checkpoint), "--output", str(target), "--quantize", quantize)
+        assert result.returncode == 0, result.stderr.decode()
+        out[quantize] = target
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_utterances() -> list[np.ndarray]:
+    """20 real read sentences of 20 speakers (speech-ocean), 16 kHz int16."""
+    manifest = OCEAN / "manifest.tsv"
+    if not manifest.is_file():
+        pytest.skip(f"speech-ocean not found at {OCEAN} (set KWS_OCEAN_DATA or provide ../shared/data)")
+    rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:]]
+    by_speaker: dict[str, str] = {}
+    for row in rows:
+        by_speaker.setdefault(row[2], row[0])
+    paths = sorted(by_speaker.values())[:20]
+    clips = []
+    for rel in paths:
+        audio, rate = read_audio(OCEAN / rel)
+        assert rate == 16000
+        clips.append(audio)
+    return clips
+
+
+def test_the_waveform_front_end_is_transformers_extractor(real_utterances: list[np.ndarray]) -> None:
+    transformers = pytest.importorskip("transformers")
+    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)
+    for audio in real_utterances[:5]:
+        theirs = extractor(audio.astype(np.float32) / 32768, sampling_rate=16000).input_values[0]
+        assert np.allclose(waveform_input(audio, WaveformParams()), theirs, atol=1e-5)
+
+
+def test_the_daemon_scores_as_transformers_pipeline(
+    checkpoint: Path, exported: dict[str, Path], real_utterances: list[np.ndarray]
+) -> None:
+    from transformers import pipeline
+
+    from kws_daemon.model import Model, ModelInfo
+    from kws_daemon.utterances import UtteranceInput
+
+    classify = pipeline("audio-classification", model=str(checkpoint), device="cpu")
+    labels = ModelInfo.load(exported["none"]).labels
+    reference = []
+    for audio in real_utterances:
+        scores = {r["label"]: r["score"] for r in classify(audio.astype(np.float32) / 32768, top_k=None)}
+        reference.append([scores[label] for label in labels])
+    expected = np.array(reference)
+    report = {}
+    for quantize, directory in exported.items():
+        model = Model(ModelInfo.load(directory))
+        to_input = UtteranceInput(model)
+        ours = np.concatenate([model(to_input(audio)[None]) for audio in real_utterances])
+        agreement = float(np.mean(ours.argmax(-1) == expected.argmax(-1)))
+        report[quantize] = (agreement, float(np.abs(ours - expected).max()))
+    print(f"wav2vec2 stand-in vs transformers pipeline on 20 real utterances: {report}")
+    agreement, max_diff = report["none"]
+    assert agreement >= 0.95 and max_diff < 1e-4
+    assert report["int8"][0] >= 0.8  # reported; int8 of a random model is not what is held to 95 %
+
+
+def test_utterance_mode_fires_hooks_in_detect_and_run(exported: dict[str, Path], tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    config = tmp_path / "utterances.yaml"
+    config.write_text(
+        f"model: {exported['int8']}\ndetector: {{mode: utterances, threshold: 0.0}}\n"
+        f"utterance: {{silence_after_ms: 300}}\nhooks: [{{jsonl: {events}}}]\n"
+    )
+    detected = kws("detect", "--config", str(config), "--json", str(DEMO_WAV))
+    assert detected.returncode == 0, detected.stderr.decode()
+    found = [json.loads(line) for line in detected.stdout.splitlines()]
+    assert len(found) == 4  # the demo's four words, each said alone: four utterances
+    labels = json.loads((exported["int8"] / "config.json").read_text())["id2label"].values()
+    assert {f["keyword"] for f in found} <= set(labels) and all(0 < f["score"] <= 1 for f in found)
+    assert len(events.read_text().splitlines()) == 4  # the config's hook fired for each
+    events.unlink()
+    ran = kws("run", "--config", str(config), "--input", str(DEMO_WAV), "--fast")
+    assert ran.returncode == 0, ran.stderr.decode()
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(r["keyword"], r["time_s"]) for r in records] == [(f["keyword"], f["time_s"]) for f in found]
+
+
+def test_a_waveform_model_in_a_window_mode_is_a_config_error(exported: dict[str, Path]) -> None:
+    result = kws("detect", "--model", str(exported["int8"]), str(DEMO_WAV))
+    assert result.returncode == 2
+    assert "use detector.mode: utterances" in result.stderr.decode()
