@@ -211,12 +211,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Imports the toolchain only here: the runtime commands never import torch."""
     from kws_daemon.toolchain.export import require_toolchain, write_model_dir
-    from kws_daemon.toolchain.export_waveform import is_waveform_checkpoint, write_waveform_model_dir
+    from kws_daemon.toolchain.export_classifier import family_of, write_classifier_model_dir
     from kws_daemon.toolchain.report import report_lines
 
     require_toolchain()
-    if is_waveform_checkpoint(args.source):
-        report = write_waveform_model_dir(args.source, args.output, quantize=args.quantize, force=args.force)
+    family = family_of(args.source)
+    if family is not None:
+        report = write_classifier_model_dir(
+            family, args.source, args.output, quantize=args.quantize, force=args.force
+        )
     else:
         report = write_model_dir(
             args.source, args.output, quantize=args.quantize, calibration=args.calibration, force=args.force
@@ -344,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="export a Hugging Face audio classifier (AST, wav2vec2 family) to an int8 model directory",
+        help="export a Hugging Face audio classifier (AST, wav2vec2 family, Whisper) to an int8 model dir",
     )
     p.add_argument("source", metavar="SOURCE", help="hub id (downloaded) or local checkpoint directory")
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="model directory to write")

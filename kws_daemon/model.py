@@ -19,7 +19,7 @@ import numpy as np
 
 from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
-from kws_daemon.frontends import WaveformParams
+from kws_daemon.frontends import WaveformParams, WhisperParams
 from kws_daemon.shipped import shipped
 
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
@@ -79,8 +79,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-Frontend = FbankParams | WaveformParams
-KIND_OF = {FbankParams: "ast", WaveformParams: "waveform"}
+Frontend = FbankParams | WaveformParams | WhisperParams
+KIND_OF = {FbankParams: "ast", WaveformParams: "waveform", WhisperParams: "whisper"}
+INPUT_OF = {"ast": "input_values", "waveform": "input_values", "whisper": "input_features"}
+RANK_OF = {
+    "ast": 3,
+    "waveform": 2,
+    "whisper": 3,
+}  # [batch, frames, mels], [batch, samples], [batch, mels, frames]
 
 
 @dataclass(frozen=True)
@@ -137,11 +143,18 @@ class ModelInfo:
         extractor = str(pre.get("feature_extractor_type", "ASTFeatureExtractor"))
         try:
             sample_rate = int(pre.get("sampling_rate", 16000))
-            frontend: Frontend = (
-                WaveformParams(do_normalize=bool(pre.get("do_normalize", True)))
-                if extractor == "Wav2Vec2FeatureExtractor"
-                else _fbank(path, pre, config)
-            )
+            frontend: Frontend
+            if extractor == "Wav2Vec2FeatureExtractor":
+                frontend = WaveformParams(do_normalize=bool(pre.get("do_normalize", True)))
+            elif extractor == "WhisperFeatureExtractor":
+                frontend = WhisperParams(
+                    num_mel_bins=int(pre["feature_size"]),
+                    n_fft=int(pre["n_fft"]),
+                    hop_length=int(pre["hop_length"]),
+                    n_samples=int(pre["n_samples"]),
+                )
+            else:
+                frontend = _fbank(path, pre, config)
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise KwsError(
                 f"model directory {path}: preprocessor_config.json lacks or garbles a field ({e})"
@@ -162,7 +175,7 @@ def _fbank(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> FbankPara
     if extractor != "ASTFeatureExtractor":
         raise KwsError(
             f"model directory {path}: feature extractor {extractor} is not supported "
-            "(ASTFeatureExtractor, Wav2Vec2FeatureExtractor)"
+            "(ASTFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor)"
         )
     fbank = FbankParams(
         num_mel_bins=int(pre.get("num_mel_bins", config.get("num_mel_bins", 128))),
@@ -204,12 +217,13 @@ class Model:
             reason = _one_line(e)
             raise KwsError(f"model directory {info.path}: model.onnx cannot be loaded ({reason})") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
-        if "input_values" not in inputs:
-            raise KwsError(f"model directory {info.path}: model.onnx has no input named input_values")
-        shape = inputs["input_values"].shape
-        rank = 3 if info.kind == "ast" else 2  # [batch, frames, mel_bins] or [batch, samples]
+        self._input = INPUT_OF[info.kind]
+        if self._input not in inputs:
+            raise KwsError(f"model directory {info.path}: model.onnx has no input named {self._input}")
+        shape = inputs[self._input].shape
+        rank = RANK_OF[info.kind]
         if len(shape) != rank:
-            raise KwsError(f"model directory {info.path}: model.onnx input_values must have {rank} axes")
+            raise KwsError(f"model directory {info.path}: model.onnx {self._input} must have {rank} axes")
         if info.kind == "ast":
             for axis, want in ((1, info.fbank.max_length), (2, info.fbank.num_mel_bins)):
                 if isinstance(shape[axis], int) and shape[axis] != want:
@@ -223,11 +237,14 @@ class Model:
         """Scores one silent input at load, so that a model which loads but cannot run (no "logits"
         output, a label count that does not match) fails here, not in the running daemon."""
         info = self.info
-        silent = (
-            np.zeros((1, info.fbank.max_length, info.fbank.num_mel_bins), np.float32)
-            if info.kind == "ast"
-            else np.zeros((1, info.sample_rate), np.float32)
-        )
+        frontend = info.frontend
+        if isinstance(frontend, FbankParams):
+            silent = np.zeros((1, frontend.max_length, frontend.num_mel_bins), np.float32)
+        elif isinstance(frontend, WhisperParams):
+            frames = frontend.n_samples // frontend.hop_length
+            silent = np.full((1, frontend.num_mel_bins, frames), -1.5, np.float32)  # log-mel of silence
+        else:
+            silent = np.zeros((1, info.sample_rate), np.float32)
         try:
             posteriors = self(silent)
         except Exception as e:  # onnxruntime raises its own exception types
@@ -252,7 +269,7 @@ class Model:
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """Posteriors (softmax) for a batch [batch, max_length, mel_bins] of normalised windows."""
-        (logits,) = self._session.run(["logits"], {"input_values": windows.astype(np.float32)})
+        (logits,) = self._session.run(["logits"], {self._input: windows.astype(np.float32)})
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
 

@@ -21,7 +21,7 @@ from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent, threshold_vector
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
 from kws_daemon.features import Fbank, FbankParams, int16_to_float, pad_and_normalise
-from kws_daemon.frontends import waveform_input
+from kws_daemon.frontends import WhisperInput, WhisperParams, waveform_input
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, is_background_label
 from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
@@ -33,11 +33,15 @@ class UtteranceInput:
     def __init__(self, model: Model) -> None:
         self._frontend = model.info.frontend
         self._fbank = Fbank(self._frontend.num_mel_bins) if isinstance(self._frontend, FbankParams) else None
+        self._whisper = WhisperInput(self._frontend) if isinstance(self._frontend, WhisperParams) else None
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         if isinstance(self._frontend, FbankParams):
             assert self._fbank is not None
             return pad_and_normalise(self._fbank(int16_to_float(samples)), self._frontend)
+        if self._whisper is not None:
+            return self._whisper(samples)
+        assert not isinstance(self._frontend, WhisperParams)
         return waveform_input(samples, self._frontend)
 
 

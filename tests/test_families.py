@@ -1,7 +1,8 @@
-"""Model families beyond the AST (issue 14): a wav2vec2/XLS-R audio classifier exported from a
-local stand-in (the real architecture, random weights), its numpy front end held to transformers'
-extractor, the daemon's scores held to transformers' own pipeline on real speech, and the
-utterance mode firing hooks in `detect` and `run`."""
+"""Model families beyond the AST (issue 14): a wav2vec2/XLS-R intent classifier and a Whisper
+language-ID classifier, each exported from a local stand-in (the real architecture, random
+weights), its numpy front end held to transformers' extractor, the daemon's scores held to
+transformers' own pipeline on real speech, and the utterance mode firing hooks in `detect` and
+`run`."""
 
 from __future__ import annotations
 
@@ -13,21 +14,24 @@ import numpy as np
 import pytest
 
 from kws_daemon.audio.sources import read_audio
-from kws_daemon.frontends import WaveformParams, waveform_input
+from kws_daemon.frontends import WaveformParams, WhisperInput, WhisperParams, waveform_input
 from tests.conftest import DEMO_WAV, ROOT, kws
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
 OCEAN = Path(os.environ.get("KWS_OCEAN_DATA", ROOT.parent / "shared" / "data" / "speech-ocean"))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["wav2vec2", "whisper"])
+def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for module in ("torch", "transformers", "onnx"):
         pytest.importorskip(module, reason="needs the export extra: pip install torch==2.13.0 -e '.[export]'")
-    from kws_daemon.toolchain.standin import AstSize, save_wav2vec2_checkpoint
+    from kws_daemon.toolchain import standin
 
-    small = AstSize(hidden=64, layers=2, heads=2, intermediate=128)
-    return save_wav2vec2_checkpoint(tmp_path_factory.mktemp("w2v"), small, seed=1)
+    small = standin.AstSize(hidden=64, layers=2, heads=2, intermediate=128)
+    save = (
+        standin.save_wav2vec2_checkpoint if request.param == "wav2vec2" else standin.save_whisper_checkpoint
+    )
+    return save(tmp_path_factory.mktemp(request.param), small, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +64,16 @@ def real_utterances() -> list[np.ndarray]:
     return clips
 
 
-def test_the_waveform_front_end_is_transformers_extractor(real_utterances: list[np.ndarray]) -> None:
+def test_the_front_ends_are_transformers_extractors(real_utterances: list[np.ndarray]) -> None:
     transformers = pytest.importorskip("transformers")
-    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)
+    wav2vec2 = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)
+    whisper, ours = transformers.WhisperFeatureExtractor(feature_size=80), WhisperInput(WhisperParams())
     for audio in real_utterances[:5]:
-        theirs = extractor(audio.astype(np.float32) / 32768, sampling_rate=16000).input_values[0]
+        x = audio.astype(np.float32) / 32768
+        theirs = wav2vec2(x, sampling_rate=16000).input_values[0]
         assert np.allclose(waveform_input(audio, WaveformParams()), theirs, atol=1e-5)
+        theirs = whisper(x, sampling_rate=16000, return_tensors="np").input_features[0]
+        assert np.abs(ours(audio) - theirs).max() < 1e-4  # torch's STFT in transformers, numpy's here
 
 
 def test_the_daemon_scores_as_transformers_pipeline(
@@ -90,7 +98,7 @@ def test_the_daemon_scores_as_transformers_pipeline(
         ours = np.concatenate([model(to_input(audio)[None]) for audio in real_utterances])
         agreement = float(np.mean(ours.argmax(-1) == expected.argmax(-1)))
         report[quantize] = (agreement, float(np.abs(ours - expected).max()))
-    print(f"wav2vec2 stand-in vs transformers pipeline on 20 real utterances: {report}")
+    print(f"{checkpoint.name} stand-in vs transformers pipeline on 20 real utterances: {report}")
     agreement, max_diff = report["none"]
     assert agreement >= 0.95 and max_diff < 1e-4
     assert report["int8"][0] >= 0.8  # reported; int8 of a random model is not what is held to 95 %

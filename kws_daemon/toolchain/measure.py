@@ -31,10 +31,12 @@ def onnx_logits(path: Path, windows: np.ndarray) -> np.ndarray:
     return np.concatenate([runner.run(["logits"], {"input_values": w[None]})[0] for w in windows])
 
 
-def latency_ms(path: Path, window: np.ndarray, threads: int = 1, runs: int = 20) -> dict[str, float]:
+def latency_ms(
+    path: Path, window: np.ndarray, threads: int = 1, runs: int = 20, name: str = "input_values"
+) -> dict[str, float]:
     """p50/p95 wall time of one window, after warm-up runs (first runs allocate and pre-pack)."""
     runner = session(path, threads)
-    feed = {"input_values": window[None]}
+    feed = {name: window[None]}
     for _ in range(3):
         runner.run(["logits"], feed)
     times = []

@@ -107,3 +107,51 @@ def save_wav2vec2_checkpoint(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
     ).save_pretrained(directory)
     return directory
+
+
+# sanchit-gandhi/whisper-medium-fleurs-lang-id classifies FLEURS's 102 languages; a stand-in keeps a
+# few of its labels (the count does not change the architecture)
+FLEURS_LANGUAGES = (
+    "English",
+    "French",
+    "German",
+    "Spanish",
+    "Mandarin Chinese",
+    "Hindi",
+    "Arabic",
+    "Swahili",
+)
+WHISPER_MEDIUM_SIZE = AstSize(hidden=1024, layers=24, heads=16, intermediate=4096)  # openai/whisper-medium
+
+
+def save_whisper_checkpoint(
+    directory: Path,
+    size: AstSize = WHISPER_MEDIUM_SIZE,
+    labels: tuple[str, ...] = FLEURS_LANGUAGES,
+    seed: int = 0,
+) -> Path:
+    """A WhisperForAudioClassification (the encoder, 80 mel bins, 1500 positions, as whisper-medium)
+    with seeded random weights, and its feature extractor."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+
+    config = WhisperConfig(
+        d_model=size.hidden,
+        encoder_layers=size.layers,
+        encoder_attention_heads=size.heads,
+        encoder_ffn_dim=size.intermediate,
+        decoder_layers=1,
+        decoder_attention_heads=size.heads,
+        decoder_ffn_dim=size.intermediate,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        classifier_proj_size=256,
+        dropout=0.0,
+        attention_dropout=0.0,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    WhisperForAudioClassification(config).eval().save_pretrained(directory)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
+    return directory

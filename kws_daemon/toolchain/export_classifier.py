@@ -1,10 +1,11 @@
-"""wav2vec2-family audio classifiers (wav2vec2, HuBERT, WavLM, XLS-R) -> int8 ONNX model directory.
+"""Utterance classifiers -> int8 ONNX model directory: the wav2vec2 family (wav2vec2, HuBERT, WavLM,
+XLS-R: the raw 16 kHz waveform, `input_values` [batch, samples] of any length) and Whisper
+(WhisperForAudioClassification: `input_features` [batch, mels, 3000], 30 s of log-mel).
 
-The model takes the raw 16 kHz waveform (`input_values` [batch, samples], any length), normalised
-as Wav2Vec2FeatureExtractor does (kws_daemon/frontends.py); the daemon classifies one utterance per
-call (detector.mode: utterances). Exported with torch.onnx's TorchScript exporter like the AST; the
-convolutional feature encoder stays fp32 (ConvInteger has no fast kernel), the transformer's MatMuls
-go int8 per window. Parity: torch vs ONNX fp32 on every parity utterance, int8 top-1 agreement.
+The daemon computes each family's input in numpy (kws_daemon/frontends.py) and classifies one
+utterance per call (detector.mode: utterances). Exported with torch.onnx's TorchScript exporter like
+the AST; convolutions stay fp32 (ConvInteger has no fast kernel), the transformer's MatMuls go int8
+per window. Parity: torch vs ONNX fp32 on every parity utterance, int8 top-1 agreement.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kws_daemon.errors import KwsError
-from kws_daemon.frontends import WaveformParams, waveform_input
+from kws_daemon.frontends import WaveformParams, WhisperInput, WhisperParams, waveform_input
 from kws_daemon.machine import cpu_name
 from kws_daemon.model import Model, ModelInfo, sha256_file
 from kws_daemon.toolchain import perwindow
@@ -29,7 +32,52 @@ from kws_daemon.toolchain.measure import latency_ms
 from kws_daemon.toolchain.progress import Steps, quiet
 from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8
 
-FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat")
+
+@dataclass(frozen=True)
+class Family:
+    kind: str  # the model directory's kind (kws.json, kws_daemon.model)
+    model_types: tuple[str, ...]  # config.json model_type
+    extractor: str
+    input_name: str
+    dynamic: dict[int, str]  # the input's dynamic axes
+
+
+FAMILIES = (
+    Family(
+        "waveform",
+        ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat"),
+        "Wav2Vec2FeatureExtractor",
+        "input_values",
+        {0: "batch", 1: "samples"},
+    ),
+    Family("whisper", ("whisper",), "WhisperFeatureExtractor", "input_features", {0: "batch"}),
+)
+
+
+def family_of(source: str | Path) -> Family | None:
+    """The checkpoint's family (local directory or hub id), from its config; None: not one of these."""
+    from transformers import AutoConfig
+
+    try:
+        with quiet("transformers", "huggingface_hub"):
+            model_type = AutoConfig.from_pretrained(str(source)).model_type
+    except Exception:
+        return None
+    return next((f for f in FAMILIES if model_type in f.model_types), None)
+
+
+def front_end(family: Family, extractor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """int16 utterance -> one input row, as the runtime computes it from the saved extractor."""
+    if family.kind == "whisper":
+        params = WhisperParams(
+            num_mel_bins=int(extractor.feature_size),
+            n_fft=int(extractor.n_fft),
+            hop_length=int(extractor.hop_length),
+            n_samples=int(extractor.n_samples),
+        )
+        return WhisperInput(params)
+    waveform = WaveformParams(do_normalize=bool(extractor.do_normalize))
+    return lambda audio: waveform_input(audio, waveform)
 
 
 def _utterances(calibration: list[np.ndarray] | None) -> tuple[list[np.ndarray], str]:
@@ -48,17 +96,18 @@ def _utterances(calibration: list[np.ndarray] | None) -> tuple[list[np.ndarray],
     return out, f"{len(out)} generated utterances (voiced sweeps and noise)"
 
 
-def _onnx_logits(path: Path, inputs: list[np.ndarray]) -> np.ndarray:
+def _onnx_logits(path: Path, inputs: list[np.ndarray], name: str) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["logits"], {"input_values": x[None]})[0] for x in inputs])
+    return np.concatenate([session.run(["logits"], {name: x[None]})[0] for x in inputs])
 
 
-def write_waveform_model_dir(
+def write_classifier_model_dir(
+    family: Family,
     source: str | Path,
     output: str | Path,
     *,
@@ -73,7 +122,7 @@ def write_waveform_model_dir(
 
     output = Path(output)
     if quantize not in ("int8", "none"):
-        raise KwsError(f"--quantize {quantize}: a {FAMILY[0]}-family model takes int8 or none")
+        raise KwsError(f"--quantize {quantize}: a {family.kind} model takes int8 or none")
     if output.exists() and not force:
         raise KwsError(f"{output} exists; use --force to replace it")
     steps = Steps(5 if quantize == "none" else 6)
@@ -85,14 +134,14 @@ def write_waveform_model_dir(
                 extractor = AutoFeatureExtractor.from_pretrained(str(source))
         except Exception as e:  # transformers and huggingface_hub raise their own types
             raise KwsError(f"{source}: cannot load the checkpoint: {str(e).splitlines()[0]}") from None
-    if type(extractor).__name__ != "Wav2Vec2FeatureExtractor" or int(extractor.sampling_rate) != 16000:
-        raise KwsError(f"{source}: needs a 16 kHz Wav2Vec2FeatureExtractor (got {type(extractor).__name__})")
-    params = WaveformParams(do_normalize=bool(extractor.do_normalize))
+    if type(extractor).__name__ != family.extractor or int(extractor.sampling_rate) != 16000:
+        raise KwsError(f"{source}: needs a 16 kHz {family.extractor} (got {type(extractor).__name__})")
+    to_input = front_end(family, extractor)
     audio, data = _utterances(utterances)
-    inputs = [waveform_input(a, params) for a in audio]
+    inputs = [to_input(a) for a in audio]
     report: dict[str, Any] = {
         "source": str(source),
-        "kind": "waveform",
+        "kind": family.kind,
         "quantize": quantize,
         "parity_data": data,
     }
@@ -109,16 +158,16 @@ def write_waveform_model_dir(
                 model,
                 (torch.from_numpy(inputs[0][None]),),
                 str(fp32),
-                input_names=["input_values"],
+                input_names=[family.input_name],
                 output_names=["logits"],
-                dynamic_axes={"input_values": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
+                dynamic_axes={family.input_name: family.dynamic, "logits": {0: "batch"}},
                 opset_version=17,
                 dynamo=False,
             )
             report["export_s"] = round(time.monotonic() - start, 2)
         with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} utterances"), torch.no_grad():
             expected = np.concatenate([model(torch.from_numpy(x[None])).logits.numpy() for x in inputs])
-            logits = _onnx_logits(fp32, inputs)
+            logits = _onnx_logits(fp32, inputs, family.input_name)
         diff = float(np.abs(expected - logits).max())
         report.update(
             fp32_max_abs_diff=diff,
@@ -133,7 +182,7 @@ def write_waveform_model_dir(
             with steps.step(f"quantising: {METHODS['int8']}"):
                 quantize_dynamic_int8(fp32, final)
                 report["per_window_quantisers"] = perwindow.rewrite(final)
-            q = _onnx_logits(final, inputs)
+            q = _onnx_logits(final, inputs, family.input_name)
             agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
             report.update(
                 method=METHODS["int8"],
@@ -146,19 +195,19 @@ def write_waveform_model_dir(
             run.check(agreement >= MIN_INT8_AGREEMENT, f"int8 agrees with fp32 on {agreement:.1%} of top-1")
         with steps.step("latency per utterance of 2 s, 1 thread"):
             report["cpu"] = cpu_name()
-            two_s = waveform_input(
-                np.random.default_rng(0).integers(-3000, 3000, 32000).astype(np.int16), params
+            two_s = to_input(np.random.default_rng(0).integers(-3000, 3000, 32000).astype(np.int16))
+            name = family.input_name
+            report["fp32_latency_ms"] = latency_ms(
+                fp32 if fp32.exists() else final, two_s, runs=10, name=name
             )
-            report["fp32_latency_ms"] = latency_ms(fp32 if fp32.exists() else final, two_s, runs=10)
             if quantize != "none":
-                report["int8_latency_ms"] = latency_ms(final, two_s, runs=10)
-            if quantize != "none":
+                report["int8_latency_ms"] = latency_ms(final, two_s, runs=10, name=name)
                 fp32.unlink()
         model.config.to_json_file(str(staging / "config.json"))
         extractor.to_json_file(str(staging / "preprocessor_config.json"))
         kws = {
             "format": 1,
-            "kind": "waveform",
+            "kind": family.kind,
             "sha256": sha256_file(final),
             "labels": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "provenance": _provenance(source, model, None),
@@ -167,23 +216,11 @@ def write_waveform_model_dir(
         (staging / "kws.json").write_text(json.dumps(kws, indent=2) + "\n")
         with steps.step("loading the directory as the daemon does"):
             loaded = Model(ModelInfo.load(staging))
-            if loaded.info.kind != "waveform":
-                raise KwsError(f"{staging}: the daemon does not load it as a waveform model")
+            if loaded.info.kind != family.kind:
+                raise KwsError(f"{staging}: the daemon does not load it as a {family.kind} model")
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
-
-
-def is_waveform_checkpoint(source: str | Path) -> bool:
-    """Whether a checkpoint (local directory or hub id) is of the wav2vec2 family, by its config."""
-    from transformers import AutoConfig
-
-    try:
-        with quiet("transformers", "huggingface_hub"):
-            model_type = AutoConfig.from_pretrained(str(source)).model_type
-    except Exception:
-        return False
-    return model_type in FAMILY
