@@ -211,12 +211,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Imports the toolchain only here: the runtime commands never import torch."""
     from kws_daemon.toolchain.export import require_toolchain, write_model_dir
+    from kws_daemon.toolchain.export_clap import is_clap_checkpoint, write_clap_model_dir
     from kws_daemon.toolchain.export_classifier import family_of, write_classifier_model_dir
     from kws_daemon.toolchain.report import report_lines
 
     require_toolchain()
     family = family_of(args.source)
-    if family is not None:
+    if is_clap_checkpoint(args.source):
+        report = write_clap_model_dir(
+            args.source,
+            args.output,
+            args.labels or [],
+            template=args.template,
+            quantize=args.quantize,
+            force=args.force,
+        )
+    elif args.labels:
+        raise KwsError("--labels: only a CLAP checkpoint takes text prompts")
+    elif family is not None:
         report = write_classifier_model_dir(
             family, args.source, args.output, quantize=args.quantize, force=args.force
         )
@@ -347,13 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="export a Hugging Face audio classifier (AST, wav2vec2 family, Whisper) to an int8 model dir",
+        help="export a Hugging Face audio classifier (AST, wav2vec2, Whisper, CLAP) to an int8 model dir",
     )
     p.add_argument("source", metavar="SOURCE", help="hub id (downloaded) or local checkpoint directory")
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="model directory to write")
     p.add_argument("--quantize", default="int8", metavar="MODE", help="int8 (default), int8-static or none")
     p.add_argument("--calibration", type=Path, metavar="AUDIO_DIR", help="recordings to check parity on")
     p.add_argument("--force", action="store_true", help="replace DIR; write it even if a parity check fails")
+    p.add_argument("--labels", nargs="+", metavar="PROMPT", help="CLAP: the sounds to detect, as text")
+    p.add_argument(
+        "--template", default="This is a sound of {}.", help="CLAP: each prompt goes in {} (the pipeline's)"
+    )
     p.set_defaults(func=cmd_export)
     return parser
 

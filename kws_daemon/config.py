@@ -21,8 +21,8 @@ from kws_daemon.model import ModelInfo, default_model_dir
 T = TypeVar("T")
 HookKind = Literal["command", "webhook", "jsonl"]
 HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
-Mode = Literal["commands", "running", "utterances"]
-MODES: tuple[Mode, ...] = ("commands", "running", "utterances")
+Mode = Literal["commands", "running", "utterances", "sounds"]
+MODES: tuple[Mode, ...] = ("commands", "running", "utterances", "sounds")
 DEFAULT_THRESHOLD = 0.8  # where neither the config nor the model's kws.json gives one
 _PROGRAM = re.compile(r"[\w./+-]+")  # a shell command's first word, past any "(" or "{"
 
@@ -92,6 +92,18 @@ class UtteranceConfig:
 
 
 @dataclass(frozen=True)
+class SoundsConfig:
+    """detector.mode: sounds. A window every hop_s while the level is above gate_dbfs (and for one
+    window's length after), scored against the model's prompts; a prompt fires at most once per
+    refractory_s. window_s 0: the model's own length (10 s for CLAP)."""
+
+    window_s: float = 0.0
+    hop_s: float = 1.0
+    gate_dbfs: float = -50.0
+    refractory_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class SequenceConfig:
     """Words that fire as one event when each follows the last within `within_ms`."""
 
@@ -154,6 +166,7 @@ class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
     utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
+    sounds: SoundsConfig = field(default_factory=SoundsConfig)
     keywords: tuple[KeywordConfig, ...] | None = None  # None: every non-background label
     sequences: tuple[SequenceConfig, ...] = ()
     hooks: tuple[HookConfig, ...] = ()
@@ -169,10 +182,13 @@ class Config:
     def check_against(self, info: ModelInfo) -> None:
         """Errors for keywords that the model cannot produce, naming the config file like load()'s."""
         where = f"{self.source}: " if self.source else ""
-        if self.detector.mode != "utterances" and info.kind != "ast":
+        mode, kind = self.detector.mode, info.kind
+        fits = {"commands": ("ast",), "running": ("ast",), "utterances": ("ast", "waveform", "whisper")}
+        if kind not in fits.get(mode, ("clap",)):
+            suggestion = "sounds" if kind == "clap" else "utterances"
             raise ConfigError(
-                f"{where}detector.mode: '{self.detector.mode}' scores log-mel windows, which only an AST "
-                f"model takes; {info.path} is a {info.kind} classifier: use detector.mode: utterances"
+                f"{where}detector.mode: '{mode}' does not take a {kind} model ({info.path}); "
+                f"use detector.mode: {suggestion}"
             )
         names = [(f"keywords[{i}].name", kw.name) for i, kw in enumerate(self.keywords or ())]
         names += [
@@ -425,6 +441,17 @@ def _utterance(data: Any) -> UtteranceConfig:
     return config
 
 
+def _sounds(data: Any) -> SoundsConfig:
+    section = _Section(data, "sounds", ("window_s", "hop_s", "gate_dbfs", "refractory_s"))
+    default = SoundsConfig()
+    return SoundsConfig(
+        window_s=section.get("window_s", default.window_s, _float(0.0, 60.0)),
+        hop_s=section.get("hop_s", default.hop_s, _float(0.1, 60.0)),
+        gate_dbfs=section.get("gate_dbfs", default.gate_dbfs, _float(-120.0, 0.0)),
+        refractory_s=section.get("refractory_s", default.refractory_s, _float(0.0, 3600.0)),
+    )
+
+
 def _sequences(key: str, value: Any) -> tuple[SequenceConfig, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{key}: must be a list of {{words: [first, second, ...], within_ms, hooks}}")
@@ -532,6 +559,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
             "detector",
             "endpointer",
             "utterance",
+            "sounds",
             "keywords",
             "sequences",
             "hooks",
@@ -594,6 +622,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         detector=detector,
         endpointer=_endpointer(top.data.get("endpointer")),
         utterance=_utterance(top.data.get("utterance")),
+        sounds=_sounds(top.data.get("sounds")),
         keywords=top.get("keywords", None, _keywords),
         sequences=top.get("sequences", (), _sequences),
         hooks=top.get("hooks", (), _hooks),

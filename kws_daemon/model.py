@@ -19,7 +19,7 @@ import numpy as np
 
 from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
-from kws_daemon.frontends import WaveformParams, WhisperParams
+from kws_daemon.frontends import ClapParams, WaveformParams, WhisperParams
 from kws_daemon.shipped import shipped
 
 _BACKGROUND_NAMES = {"background", "backgroundnoise", "silence", "unknown", "noise", "filler", "other"}
@@ -79,13 +79,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-Frontend = FbankParams | WaveformParams | WhisperParams
-KIND_OF = {FbankParams: "ast", WaveformParams: "waveform", WhisperParams: "whisper"}
-INPUT_OF = {"ast": "input_values", "waveform": "input_values", "whisper": "input_features"}
+Frontend = FbankParams | WaveformParams | WhisperParams | ClapParams
+KIND_OF = {FbankParams: "ast", WaveformParams: "waveform", WhisperParams: "whisper", ClapParams: "clap"}
+INPUT_OF = {
+    "ast": "input_values",
+    "waveform": "input_values",
+    "whisper": "input_features",
+    "clap": "input_features",
+}
+# [batch, frames, mels], [batch, samples], [batch, mels, frames], [batch, channels, frames, mels]
 RANK_OF = {
     "ast": 3,
     "waveform": 2,
     "whisper": 3,
+    "clap": 4,
 }  # [batch, frames, mels], [batch, samples], [batch, mels, frames]
 
 
@@ -146,6 +153,18 @@ class ModelInfo:
             frontend: Frontend
             if extractor == "Wav2Vec2FeatureExtractor":
                 frontend = WaveformParams(do_normalize=bool(pre.get("do_normalize", True)))
+            elif extractor == "ClapFeatureExtractor":
+                frontend = ClapParams(
+                    num_mel_bins=int(pre["feature_size"]),
+                    n_fft=int(pre["fft_window_size"]),
+                    hop_length=int(pre["hop_length"]),
+                    max_samples=int(pre["nb_max_samples"]),
+                    fmin=float(pre["frequency_min"]),
+                    fmax=float(pre["frequency_max"]),
+                    truncation=str(pre["truncation"]),
+                    padding=str(pre["padding"]),
+                    sample_rate=sample_rate,
+                )
             elif extractor == "WhisperFeatureExtractor":
                 frontend = WhisperParams(
                     num_mel_bins=int(pre["feature_size"]),
@@ -159,9 +178,10 @@ class ModelInfo:
             raise KwsError(
                 f"model directory {path}: preprocessor_config.json lacks or garbles a field ({e})"
             ) from None
-        if sample_rate != 16000:
+        wanted = 48000 if isinstance(frontend, ClapParams) else 16000
+        if sample_rate != wanted:
             raise KwsError(
-                f"model directory {path}: sampling_rate {sample_rate} is not supported (16000 only)"
+                f"model directory {path}: sampling_rate {sample_rate} is not supported ({wanted} only)"
             )
         expected = kws.get("sha256")
         if expected and sha256_file(path / "model.onnx") != expected:
@@ -175,7 +195,7 @@ def _fbank(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> FbankPara
     if extractor != "ASTFeatureExtractor":
         raise KwsError(
             f"model directory {path}: feature extractor {extractor} is not supported "
-            "(ASTFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor)"
+            "(ASTFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor, ClapFeatureExtractor)"
         )
     fbank = FbankParams(
         num_mel_bins=int(pre.get("num_mel_bins", config.get("num_mel_bins", 128))),
@@ -240,6 +260,10 @@ class Model:
         frontend = info.frontend
         if isinstance(frontend, FbankParams):
             silent = np.zeros((1, frontend.max_length, frontend.num_mel_bins), np.float32)
+        elif isinstance(frontend, ClapParams):
+            frames = frontend.max_samples // frontend.hop_length + 1
+            channels = 4 if frontend.truncation == "fusion" else 1
+            silent = np.full((1, channels, frames, frontend.num_mel_bins), -100.0, np.float32)
         elif isinstance(frontend, WhisperParams):
             frames = frontend.n_samples // frontend.hop_length
             silent = np.full((1, frontend.num_mel_bins, frames), -1.5, np.float32)  # log-mel of silence

@@ -1,4 +1,5 @@
-"""Which pipeline a detector.mode runs: keyword windows (commands, running) or whole utterances.
+"""Which pipeline a detector.mode runs: keyword windows (commands, running), whole utterances, or
+sound-event windows.
 
 Both take audio blocks and give KeywordEvents, so the daemon, `detect`, `serve` and the benchmarks
 drive either without knowing which.
@@ -39,4 +40,8 @@ def make_pipeline(
         from kws_daemon.utterances import UtterancePipeline
 
         return UtterancePipeline(config, model, source=source, stats=stats)
+    if config.detector.mode == "sounds":
+        from kws_daemon.sounds import SoundPipeline
+
+        return SoundPipeline(config, model, source=source, stats=stats)
     return Pipeline(config, model, source=source, stats=stats, near_misses=near_misses)

@@ -21,7 +21,7 @@ from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent, threshold_vector
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
 from kws_daemon.features import Fbank, FbankParams, int16_to_float, pad_and_normalise
-from kws_daemon.frontends import WhisperInput, WhisperParams, waveform_input
+from kws_daemon.frontends import WaveformParams, WhisperInput, WhisperParams, waveform_input
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, is_background_label
 from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
@@ -41,7 +41,7 @@ class UtteranceInput:
             return pad_and_normalise(self._fbank(int16_to_float(samples)), self._frontend)
         if self._whisper is not None:
             return self._whisper(samples)
-        assert not isinstance(self._frontend, WhisperParams)
+        assert isinstance(self._frontend, WaveformParams)  # Config.check_against keeps CLAP out
         return waveform_input(samples, self._frontend)
 
 

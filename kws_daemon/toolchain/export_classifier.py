@@ -28,7 +28,7 @@ from kws_daemon.machine import cpu_name
 from kws_daemon.model import Model, ModelInfo, sha256_file
 from kws_daemon.toolchain import perwindow
 from kws_daemon.toolchain.export import FP32_TOLERANCE, MIN_INT8_AGREEMENT, _provenance, _Run
-from kws_daemon.toolchain.measure import latency_ms
+from kws_daemon.toolchain.measure import latency_ms, onnx_logits
 from kws_daemon.toolchain.progress import Steps, quiet
 from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8
 
@@ -96,16 +96,6 @@ def _utterances(calibration: list[np.ndarray] | None) -> tuple[list[np.ndarray],
     return out, f"{len(out)} generated utterances (voiced sweeps and noise)"
 
 
-def _onnx_logits(path: Path, inputs: list[np.ndarray], name: str) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["logits"], {name: x[None]})[0] for x in inputs])
-
-
 def write_classifier_model_dir(
     family: Family,
     source: str | Path,
@@ -167,7 +157,7 @@ def write_classifier_model_dir(
             report["export_s"] = round(time.monotonic() - start, 2)
         with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} utterances"), torch.no_grad():
             expected = np.concatenate([model(torch.from_numpy(x[None])).logits.numpy() for x in inputs])
-            logits = _onnx_logits(fp32, inputs, family.input_name)
+            logits = onnx_logits(fp32, inputs, family.input_name)
         diff = float(np.abs(expected - logits).max())
         report.update(
             fp32_max_abs_diff=diff,
@@ -182,7 +172,7 @@ def write_classifier_model_dir(
             with steps.step(f"quantising: {METHODS['int8']}"):
                 quantize_dynamic_int8(fp32, final)
                 report["per_window_quantisers"] = perwindow.rewrite(final)
-            q = _onnx_logits(final, inputs, family.input_name)
+            q = onnx_logits(final, inputs, family.input_name)
             agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
             report.update(
                 method=METHODS["int8"],

@@ -25,10 +25,10 @@ def session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_logits(path: Path, windows: np.ndarray) -> np.ndarray:
-    """Logits for each window, run one at a time as the daemon runs them."""
+def onnx_logits(path: Path, windows: Any, name: str = "input_values") -> np.ndarray:
+    """Logits for each window (or utterance: a list of any shapes), one at a time as the daemon runs them."""
     runner = session(path)
-    return np.concatenate([runner.run(["logits"], {"input_values": w[None]})[0] for w in windows])
+    return np.concatenate([runner.run(["logits"], {name: w[None]})[0] for w in windows])
 
 
 def latency_ms(

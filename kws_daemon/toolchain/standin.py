@@ -155,3 +155,80 @@ def save_whisper_checkpoint(
     WhisperForAudioClassification(config).eval().save_pretrained(directory)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
     return directory
+
+
+@dataclass(frozen=True)
+class ClapSize:
+    """HTSAT audio tower and RoBERTa text tower sizes."""
+
+    audio_depths: tuple[int, ...]
+    audio_heads: tuple[int, ...]
+    audio_hidden: int  # the last stage's width (patch_embeds_hidden_size * 8)
+    patch_hidden: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_intermediate: int
+    projection: int
+
+
+# laion/clap-htsat-unfused: HTSAT-tiny (depths 2-2-6-2) and RoBERTa-base, projection 512
+CLAP_HTSAT_UNFUSED_SIZE = ClapSize((2, 2, 6, 2), (4, 8, 16, 32), 768, 96, 768, 12, 12, 3072, 512)
+CLAP_PROMPTS = ("Sound of a dog", "Sound of a smoke alarm", "Sound of glass breaking", "Sound of speech")
+
+
+def save_clap_checkpoint(directory: Path, size: ClapSize = CLAP_HTSAT_UNFUSED_SIZE, seed: int = 0) -> Path:
+    """A ClapModel with laion/clap-htsat-unfused's layout (no fusion, rand_trunc features) and seeded
+    random weights, its feature extractor and a byte-level BPE tokenizer trained on a few sentences
+    (the real one is RoBERTa's; the model's cost and contract do not depend on the vocabulary)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapProcessor,
+        ClapTextConfig,
+        RobertaTokenizerFast,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    corpus = [
+        " ".join(CLAP_PROMPTS),
+        "the sound of a cat a car a bell music rain a door knocking a baby crying",
+    ]
+    bpe.train_from_iterator(
+        corpus * 50, vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    bpe.save_model(str(directory))
+    tokenizer = RobertaTokenizerFast(
+        vocab_file=str(directory / "vocab.json"),
+        merges_file=str(directory / "merges.txt"),
+        model_max_length=77,
+    )
+    audio = ClapAudioConfig(
+        depths=list(size.audio_depths),
+        num_attention_heads=list(size.audio_heads),
+        hidden_size=size.audio_hidden,
+        patch_embeds_hidden_size=size.patch_hidden,
+        projection_dim=size.projection,
+        enable_fusion=False,
+    )
+    text = ClapTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        intermediate_size=size.text_intermediate,
+        projection_dim=size.projection,
+        max_position_embeddings=80,
+    )
+    config = ClapConfig(
+        text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=size.projection
+    )
+    torch.manual_seed(seed)
+    ClapModel(config).eval().save_pretrained(directory)
+    ClapProcessor(ClapFeatureExtractor(truncation="rand_trunc"), tokenizer).save_pretrained(directory)
+    return directory

@@ -1,0 +1,227 @@
+"""CLAP (ClapModel) -> an int8 ONNX sound-event model directory whose labels are text prompts.
+
+Zero-shot classification needs both towers, but only the audio tower runs in the daemon: the
+prompts (`--labels "dog barking" "smoke alarm" ...`, each put in `--template` as transformers'
+zero-shot-audio-classification pipeline does) are embedded once here, and the exported graph ends in
+their cosine similarity with the audio embedding times CLAP's logit scale. Its `logits` are
+therefore the pipeline's `logits_per_audio`, and their softmax its scores. New prompts: export again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kws_daemon.errors import KwsError
+from kws_daemon.frontends import ClapInput, ClapParams
+from kws_daemon.machine import cpu_name
+from kws_daemon.model import Model, ModelInfo, sha256_file
+from kws_daemon.toolchain import perwindow
+from kws_daemon.toolchain.export import FP32_TOLERANCE, MIN_INT8_AGREEMENT, _provenance, _Run
+from kws_daemon.toolchain.measure import latency_ms, onnx_logits
+from kws_daemon.toolchain.progress import Steps, quiet
+from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8
+
+TEMPLATE = "This is a sound of {}."  # transformers' ZeroShotAudioClassificationPipeline default
+
+
+def clap_params(extractor: Any) -> ClapParams:
+    return ClapParams(
+        num_mel_bins=int(extractor.feature_size),
+        n_fft=int(extractor.fft_window_size),
+        hop_length=int(extractor.hop_length),
+        max_samples=int(extractor.nb_max_samples),
+        fmin=float(extractor.frequency_min),
+        fmax=float(extractor.frequency_max),
+        truncation=str(extractor.truncation),
+        padding=str(extractor.padding),
+        sample_rate=int(extractor.sampling_rate),
+    )
+
+
+def _sounds(rate: int) -> tuple[list[np.ndarray], str]:
+    """Parity audio: tones, chirps and noise bursts of 1 to 10 s at the model's rate."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(8):
+        n = int(rng.uniform(1, 10) * rate)
+        t = np.arange(n) / rate
+        if i % 3 == 0:
+            x = rng.standard_normal(n) * (rng.uniform(size=n) > 0.7)
+        elif i % 3 == 1:
+            x = np.sin(2 * np.pi * rng.uniform(300, 4000) * t)
+        else:
+            x = np.sin(2 * np.pi * np.cumsum(np.linspace(200, 8000, n)) / rate)
+        out.append((x / np.abs(x).max() * rng.uniform(0.05, 0.8)).astype(np.float32))
+    return out, f"{len(out)} generated sounds (tones, chirps, noise bursts)"
+
+
+def _vector(output: Any) -> Any:
+    """transformers 5 returns model outputs from get_*_features, 4.x plain tensors."""
+    return output if hasattr(output, "norm") else output.pooler_output
+
+
+def write_clap_model_dir(
+    source: str | Path,
+    output: str | Path,
+    labels: list[str],
+    *,
+    template: str = TEMPLATE,
+    quantize: str = "int8",
+    force: bool = False,
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoProcessor, ClapModel
+    from transformers.utils import logging as hf_logging
+
+    output = Path(output)
+    if (
+        not labels
+        or len(set(labels)) != len(labels)
+        or not all(x.strip() and x.isprintable() for x in labels)
+    ):
+        raise KwsError(
+            "--labels: a CLAP model needs distinct, printable text prompts (--labels 'dog barking' ...)"
+        )
+    if "{}" not in template:
+        raise KwsError(f"--template {template!r}: must hold {{}} where the prompt goes")
+    if quantize not in ("int8", "none"):
+        raise KwsError(f"--quantize {quantize}: a CLAP model takes int8 or none")
+    if output.exists() and not force:
+        raise KwsError(f"{output} exists; use --force to replace it")
+    steps = Steps(6 if quantize == "none" else 7)
+    hf_logging.disable_progress_bar()
+    with steps.step(f"loading {source}"):
+        try:
+            with quiet("transformers", "huggingface_hub"):
+                model = ClapModel.from_pretrained(str(source)).eval()
+                processor = AutoProcessor.from_pretrained(str(source))
+        except Exception as e:  # transformers and huggingface_hub raise their own types
+            raise KwsError(f"{source}: cannot load the CLAP checkpoint: {str(e).splitlines()[0]}") from None
+    extractor = processor.feature_extractor
+    if type(extractor).__name__ != "ClapFeatureExtractor" or int(extractor.sampling_rate) != 48000:
+        raise KwsError(f"{source}: needs a 48 kHz ClapFeatureExtractor (got {type(extractor).__name__})")
+    params = clap_params(extractor)
+    to_input = ClapInput(params)
+    with steps.step(f"embedding {len(labels)} prompts"), torch.no_grad():
+        text = processor.tokenizer([template.format(x) for x in labels], padding=True, return_tensors="pt")
+        text_embeds = torch.nn.functional.normalize(_vector(model.get_text_features(**text)), dim=-1)
+        scale = model.logit_scale_a.exp()
+
+    class Scores(torch.nn.Module):
+        """Audio tower -> cosine with the prompts' embeddings x logit scale: logits_per_audio."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("prompts", text_embeds * scale)
+
+        def forward(self, input_features: Any) -> Any:
+            audio = _vector(self.model.get_audio_features(input_features=input_features))
+            return torch.nn.functional.normalize(audio, dim=-1) @ self.prompts.T
+
+    scores = Scores().eval()
+    audio, data = _sounds(params.sample_rate)
+    inputs = [to_input(a) for a in audio]
+    report: dict[str, Any] = {
+        "source": str(source),
+        "kind": "clap",
+        "quantize": quantize,
+        "parity_data": data,
+    }
+    run = _Run(output, force, report, steps)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging.chmod(0o755)
+    try:
+        fp32, final = staging / "fp32.onnx", staging / "model.onnx"
+        with torch.no_grad():  # eager first: tracing HTSAT changes its window sizes in place
+            expected = np.concatenate([scores(torch.from_numpy(x[None])).numpy() for x in inputs])
+        with steps.step("exporting the audio tower to ONNX fp32"), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.monotonic()
+            torch.onnx.export(
+                scores,
+                (torch.from_numpy(inputs[0][None]),),
+                str(fp32),
+                input_names=["input_features"],
+                output_names=["logits"],
+                dynamic_axes={"input_features": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+            report["export_s"] = round(time.monotonic() - start, 2)
+        with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} sounds"):
+            logits = onnx_logits(fp32, inputs, "input_features")
+        diff = float(np.abs(expected - logits).max())
+        report.update(
+            fp32_max_abs_diff=diff,
+            fp32_parity_windows=len(inputs),
+            fp32_tolerance=FP32_TOLERANCE,
+            fp32_bytes=fp32.stat().st_size,
+        )
+        run.check(diff <= FP32_TOLERANCE, f"ONNX fp32 differs from torch by {diff:.2e} logits")
+        if quantize == "none":
+            fp32.rename(final)
+        else:
+            with steps.step(f"quantising: {METHODS['int8']}"):
+                quantize_dynamic_int8(fp32, final)
+                report["per_window_quantisers"] = perwindow.rewrite(final)
+            q = onnx_logits(final, inputs, "input_features")
+            agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
+            report.update(
+                method=METHODS["int8"],
+                int8_top1_agreement=agreement,
+                int8_max_abs_diff=float(np.abs(q - logits).max()),
+                int8_parity_windows=len(inputs),
+                int8_min_agreement=MIN_INT8_AGREEMENT,
+                int8_bytes=final.stat().st_size,
+            )
+            run.check(agreement >= MIN_INT8_AGREEMENT, f"int8 agrees with fp32 on {agreement:.1%} of top-1")
+        with steps.step("latency per window, 1 thread"):
+            report["cpu"] = cpu_name()
+            path = fp32 if fp32.exists() else final
+            report["fp32_latency_ms"] = latency_ms(path, inputs[0], runs=5, name="input_features")
+            if quantize != "none":
+                report["int8_latency_ms"] = latency_ms(final, inputs[0], runs=5, name="input_features")
+                fp32.unlink()
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {x: i for i, x in enumerate(labels)}
+        model.config.to_json_file(str(staging / "config.json"))
+        extractor.to_json_file(str(staging / "preprocessor_config.json"))
+        kws = {
+            "format": 1,
+            "kind": "clap",
+            "sha256": sha256_file(final),
+            "labels": labels,
+            "template": template,
+            "provenance": _provenance(source, model, None),
+            "export": report,
+        }
+        (staging / "kws.json").write_text(json.dumps(kws, indent=2) + "\n")
+        with steps.step("loading the directory as the daemon does"):
+            if Model(ModelInfo.load(staging)).info.kind != "clap":
+                raise KwsError(f"{staging}: the daemon does not load it as a CLAP model")
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def is_clap_checkpoint(source: str | Path) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        with quiet("transformers", "huggingface_hub"):
+            return bool(AutoConfig.from_pretrained(str(source)).model_type == "clap")
+    except Exception:
+        return False
