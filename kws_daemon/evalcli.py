@@ -31,6 +31,7 @@ from kws_daemon.model import Model
 from kws_daemon.operating import OperatingPoint, summary
 from kws_daemon.pipeline import RATE
 from kws_daemon.service import load_model
+from kws_daemon.utterances import UtteranceInput
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 BATCH = 64
@@ -82,21 +83,28 @@ def load_16k(path: Path) -> np.ndarray:
     return Resampler(rate, RATE)(samples, last=True)
 
 
+def _log_mel(model: Model, batch: list[np.ndarray]) -> np.ndarray:
+    """An AST's raw log-mel frames for a batch of clips, zero-padded to the longest."""
+    fbank = Fbank(model.info.fbank.num_mel_bins)
+    frames = [fbank(int16_to_float(a))[: model.info.fbank.max_length] for a in batch]
+    padded = np.zeros((len(frames), max(len(f) for f in frames), fbank.num_mel_bins), dtype=np.float32)
+    for j, f in enumerate(frames):  # zeros, as pad_and_normalise would add them anyway
+        padded[j, : len(f)] = f
+    return padded
+
+
 def clip_metrics(model: Model, clips: list[LabelledClip]) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Clip accuracy, per-word precision/recall and the confusion matrix; also the clips' audio."""
     labels = model.info.labels
-    fbank = Fbank(model.info.fbank.num_mel_bins)
-    max_length = model.info.fbank.max_length
     progress = Progress("eval: clips", len(clips))
     audio, predicted = [], []
+    whole = None if model.info.kind == "ast" else UtteranceInput(model)  # one clip per call, any kind
     for i in range(0, len(clips), BATCH):
         batch = [load_16k(c.path) for c in clips[i : i + BATCH]]
-        frames = [fbank(int16_to_float(a))[:max_length] for a in batch]
-        longest = max(len(f) for f in frames)
-        padded = np.zeros((len(frames), longest, fbank.num_mel_bins), dtype=np.float32)
-        for j, f in enumerate(frames):  # zeros, as pad_and_normalise would add them anyway
-            padded[j, : len(f)] = f
-        predicted += clip_posteriors(model, padded).argmax(-1).tolist()
+        if whole is not None:
+            predicted += [int(model(whole(a)[None])[0].argmax()) for a in batch]
+        else:
+            predicted += clip_posteriors(model, _log_mel(model, batch)).argmax(-1).tolist()
         audio += batch
         progress.advance(len(batch))
     progress.close()

@@ -19,7 +19,7 @@ from kws_daemon.console import Progress
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.features import pad_and_normalise
 from kws_daemon.model import Model, Replay
-from kws_daemon.pipeline import Pipeline
+from kws_daemon.modes import make_pipeline
 
 RATE = 16000
 
@@ -41,7 +41,7 @@ def run_stream(
     progress: Callable[[float], None] | None = None,
 ) -> list[KeywordEvent]:
     """The events the daemon would fire on this int16 16 kHz audio; `progress` gets seconds done per block."""
-    pipeline = Pipeline(config, model)
+    pipeline = make_pipeline(config, model)
     block = RATE * config.audio.block_ms // 1000
     events: list[KeywordEvent] = []
     for i in range(0, len(audio), block):

@@ -21,19 +21,28 @@ from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent, threshold_vector
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
 from kws_daemon.features import Fbank, FbankParams, int16_to_float, pad_and_normalise
-from kws_daemon.frontends import WaveformParams, WhisperInput, WhisperParams, waveform_input
+from kws_daemon.frontends import (
+    ClapInput,
+    ClapParams,
+    WaveformParams,
+    WhisperInput,
+    WhisperParams,
+    waveform_input,
+)
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, is_background_label
 from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
 
 
 class UtteranceInput:
-    """One utterance (int16, 16 kHz) as the model's input row, by the model directory's kind."""
+    """One utterance or clip (int16, 16 kHz) as the model's input row, by the model directory's kind
+    (a CLAP model's at 48 kHz, for `eval`'s clips)."""
 
     def __init__(self, model: Model) -> None:
-        self._frontend = model.info.frontend
-        self._fbank = Fbank(self._frontend.num_mel_bins) if isinstance(self._frontend, FbankParams) else None
-        self._whisper = WhisperInput(self._frontend) if isinstance(self._frontend, WhisperParams) else None
+        self._frontend = frontend = model.info.frontend
+        self._fbank = Fbank(frontend.num_mel_bins) if isinstance(frontend, FbankParams) else None
+        self._whisper = WhisperInput(frontend) if isinstance(frontend, WhisperParams) else None
+        self._clap = ClapInput(frontend) if isinstance(frontend, ClapParams) else None
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         if isinstance(self._frontend, FbankParams):
@@ -41,7 +50,10 @@ class UtteranceInput:
             return pad_and_normalise(self._fbank(int16_to_float(samples)), self._frontend)
         if self._whisper is not None:
             return self._whisper(samples)
-        assert isinstance(self._frontend, WaveformParams)  # Config.check_against keeps CLAP out
+        if self._clap is not None:
+            at_rate = Resampler(RATE, self._clap.params.sample_rate)(samples, last=True)
+            return self._clap(at_rate.astype(np.float32) / 32768)
+        assert isinstance(self._frontend, WaveformParams)
         return waveform_input(samples, self._frontend)
 
 

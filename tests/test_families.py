@@ -239,3 +239,43 @@ def test_silence_opens_no_sound_window(clap: dict[str, Path], tmp_path: Path) ->
     config.write_text(f"model: {clap['int8']}\ndetector: {{mode: sounds, threshold: 0.0}}\n")
     result = kws("detect", "--config", str(config), str(quiet))
     assert result.returncode == 0 and result.stdout == b""  # below sounds.gate_dbfs: nothing scored
+
+
+def _clip_dir(tmp_path: Path, labels: list[str]) -> Path:
+    """Two clips of the demo's first word under each of the first two labels (eval's --dir layout)."""
+    from kws_daemon.audio.streams import write_wav
+
+    audio, _ = read_audio(DEMO_WAV)
+    root = tmp_path / "clips"
+    for label in labels[:2]:
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            write_wav(root / label / f"{i}.wav", audio[8000 * i : 8000 * i + 16000])
+    return root
+
+
+def test_eval_and_bench_work_in_utterance_and_sound_modes(
+    exported: dict[str, Path], clap: dict[str, Path], tmp_path: Path
+) -> None:
+    for model, mode in ((exported["int8"], "utterances"), (clap["int8"], "sounds")):
+        config = tmp_path / f"{mode}.yaml"
+        config.write_text(f"model: {model}\ndetector: {{mode: {mode}}}\n")
+        labels = list(json.loads((model / "config.json").read_text())["id2label"].values())
+        out = tmp_path / f"{mode}-eval.json"
+        result = kws(
+            "eval",
+            "--dir",
+            str(_clip_dir(tmp_path / mode, labels)),
+            "--config",
+            str(config),
+            "--json",
+            str(out),
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        assert json.loads(out.read_text())["clips"]["clips"] == 4
+        bench = tmp_path / f"{mode}-bench.json"
+        result = kws(
+            "bench", "--config", str(config), "--duration", "12", "--idle", "0", "--json", str(bench)
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        assert json.loads(bench.read_text())["fast"]["windows"] > 0  # the model ran on the stream
