@@ -101,13 +101,9 @@ def _load_model(source: str | Path) -> tuple[Any, dict[str, list[str]]]:
     config = AutoConfig.from_pretrained(str(source))
     if getattr(config, "kws_stem", "linear") == "conv":
         # the project's own student: an AST whose patch projection is a conv stem (toolchain/train.py)
-        from safetensors.torch import load_file
+        from kws_daemon.toolchain.train import student_class
 
-        from kws_daemon.toolchain.train import student_from_config
-
-        model = student_from_config(config)
-        loaded = model.load_state_dict(load_file(str(Path(source) / "model.safetensors")), strict=False)
-        return model, {"missing_keys": loaded.missing_keys}
+        return student_class(config).from_pretrained(str(source), output_loading_info=True)  # type: ignore[no-any-return]
     return AutoModelForAudioClassification.from_pretrained(str(source), output_loading_info=True)
 
 

@@ -140,18 +140,33 @@ def student_config(shape: StudentShape) -> Any:
     return config
 
 
-def student_from_config(config: Any) -> nn.Module:
-    """An ASTForAudioClassification with the stem its config names (loadable for export)."""
+def _conv_stem_ast() -> type:
+    """ASTForAudioClassification with the conv stem: a class of its own, so that transformers'
+    from_pretrained loads it (renaming weights across transformers 4 and 5)."""
     from transformers import ASTForAudioClassification
 
-    model = ASTForAudioClassification(config)
-    if getattr(config, "kws_stem", "linear") == "conv":
-        embeddings = model.audio_spectrogram_transformer.embeddings
-        grid = embeddings.get_shape(config)
-        embeddings.patch_embeddings.projection = ConvStem(
-            config.hidden_size, grid, (config.num_mel_bins, config.max_length)
-        )
-    return model
+    class ConvStemAST(ASTForAudioClassification):  # type: ignore[misc, valid-type]
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            embeddings = self.audio_spectrogram_transformer.embeddings
+            grid = embeddings.get_shape(config)
+            embeddings.patch_embeddings.projection = ConvStem(
+                config.hidden_size, grid, (config.num_mel_bins, config.max_length)
+            )
+
+    return ConvStemAST
+
+
+def student_class(config: Any) -> Any:
+    """The model class of a student config: the AST, or the AST with the conv stem."""
+    from transformers import ASTForAudioClassification
+
+    return _conv_stem_ast() if getattr(config, "kws_stem", "linear") == "conv" else ASTForAudioClassification
+
+
+def student_from_config(config: Any) -> nn.Module:
+    """An ASTForAudioClassification with the stem its config names."""
+    return student_class(config)(config)  # type: ignore[no-any-return]
 
 
 def make_student(shape: StudentShape, seed: int) -> nn.Module:
