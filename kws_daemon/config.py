@@ -23,6 +23,7 @@ HookKind = Literal["command", "webhook", "jsonl"]
 HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
 Mode = Literal["commands", "running", "utterances", "sounds"]
 MODES: tuple[Mode, ...] = ("commands", "running", "utterances", "sounds")
+KEYWORD_MODES: tuple[Mode, ...] = ("commands", "running")  # the keyword-window modes of an AST
 DEFAULT_THRESHOLD = 0.8  # where neither the config nor the model's kws.json gives one
 _PROGRAM = re.compile(r"[\w./+-]+")  # a shell command's first word, past any "(" or "{"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kws_daemon.config import DEFAULT_THRESHOLD, MODES, Config, DetectorConfig, KeywordConfig
+from kws_daemon.config import DEFAULT_THRESHOLD, KEYWORD_MODES, Config, DetectorConfig, KeywordConfig
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream, swept
 from kws_daemon.features import Fbank
@@ -314,7 +314,7 @@ def evaluate_model_dir(
         "hours": {name: round(len(audio) / RATE / 3600, 3) for name, audio in negatives.items()},
     }
     thresholds = {}
-    for mode in MODES:
+    for mode in KEYWORD_MODES:
         results[mode], calibrated = mode_report(model, mode, positives, negatives, log)
         thresholds[mode] = shipped_thresholds(results[mode], calibrated, log)
     results["latency_ms_1_thread"] = inference_latency_ms(model)
@@ -324,7 +324,11 @@ def evaluate_model_dir(
         "xval_background_top1": results["xval"]["background_top1"],
         "test_accuracy": results["test"]["accuracy"],
         "noise_windows_accepted": results["noise_windows"]["accepted"],
-        **{f"{mode}_{k}": v for mode in MODES for k, v in results[mode]["calibrated"]["half_B"].items()},
+        **{
+            f"{mode}_{k}": v
+            for mode in KEYWORD_MODES
+            for k, v in results[mode]["calibrated"]["half_B"].items()
+        },
         "inference_ms_p50": results["latency_ms_1_thread"]["p50"],
         "model_bytes": (model_dir / "model.onnx").stat().st_size,
     }
