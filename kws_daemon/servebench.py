@@ -193,7 +193,8 @@ def command(args: argparse.Namespace, config: Config) -> int:
         data: dict[str, Any] = {
             "model": str(config.model),
             "detector": {"mode": args.mode or config.detector.mode, "threshold": threshold},
-            "serve": {"max_connections": config.serve.max_connections},
+            # one more slot: the readiness probe's connection may not have been released yet
+            "serve": {"max_connections": min(1024, max(counts) + 1)},
         }
         config_path.write_text(json.dumps(data))
         runs = []
