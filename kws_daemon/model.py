@@ -147,33 +147,9 @@ class ModelInfo:
         pre = _read_json(path / "preprocessor_config.json")
         kws = _read_json(path / "kws.json") if (path / "kws.json").exists() else {}
         labels = _labels(path, config.get("id2label"))
-        extractor = str(pre.get("feature_extractor_type", "ASTFeatureExtractor"))
         try:
             sample_rate = int(pre.get("sampling_rate", 16000))
-            frontend: Frontend
-            if extractor == "Wav2Vec2FeatureExtractor":
-                frontend = WaveformParams(do_normalize=bool(pre.get("do_normalize", True)))
-            elif extractor == "ClapFeatureExtractor":
-                frontend = ClapParams(
-                    num_mel_bins=int(pre["feature_size"]),
-                    n_fft=int(pre["fft_window_size"]),
-                    hop_length=int(pre["hop_length"]),
-                    max_samples=int(pre["nb_max_samples"]),
-                    fmin=float(pre["frequency_min"]),
-                    fmax=float(pre["frequency_max"]),
-                    truncation=str(pre["truncation"]),
-                    padding=str(pre["padding"]),
-                    sample_rate=sample_rate,
-                )
-            elif extractor == "WhisperFeatureExtractor":
-                frontend = WhisperParams(
-                    num_mel_bins=int(pre["feature_size"]),
-                    n_fft=int(pre["n_fft"]),
-                    hop_length=int(pre["hop_length"]),
-                    n_samples=int(pre["n_samples"]),
-                )
-            else:
-                frontend = _fbank(path, pre, config)
+            frontend = frontend_of(path, pre, config)
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise KwsError(
                 f"model directory {path}: preprocessor_config.json lacks or garbles a field ({e})"
@@ -187,6 +163,35 @@ class ModelInfo:
         if expected and sha256_file(path / "model.onnx") != expected:
             raise KwsError(f"model directory {path}: model.onnx does not match the sha256 in kws.json")
         return cls(path=path, labels=labels, frontend=frontend, sample_rate=sample_rate, kws=kws)
+
+
+def frontend_of(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> Frontend:
+    """The front end a preprocessor config (a feature extractor's fields) describes; KeyError and
+    ValueError for the caller's one-line message. The exporters read their checkpoints' extractors
+    through it too, so export checks parity on the input the daemon will compute."""
+    extractor = str(pre.get("feature_extractor_type", "ASTFeatureExtractor"))
+    if extractor == "Wav2Vec2FeatureExtractor":
+        return WaveformParams(do_normalize=bool(pre.get("do_normalize", True)))
+    if extractor == "ClapFeatureExtractor":
+        return ClapParams(
+            num_mel_bins=int(pre["feature_size"]),
+            n_fft=int(pre["fft_window_size"]),
+            hop_length=int(pre["hop_length"]),
+            max_samples=int(pre["nb_max_samples"]),
+            fmin=float(pre["frequency_min"]),
+            fmax=float(pre["frequency_max"]),
+            truncation=str(pre["truncation"]),
+            padding=str(pre["padding"]),
+            sample_rate=int(pre.get("sampling_rate", 48000)),
+        )
+    if extractor == "WhisperFeatureExtractor":
+        return WhisperParams(
+            num_mel_bins=int(pre["feature_size"]),
+            n_fft=int(pre["n_fft"]),
+            hop_length=int(pre["hop_length"]),
+            n_samples=int(pre["n_samples"]),
+        )
+    return _fbank(path, pre, config)
 
 
 def _fbank(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> FbankParams:

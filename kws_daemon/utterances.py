@@ -30,16 +30,16 @@ from kws_daemon.frontends import (
     waveform_input,
 )
 from kws_daemon.metrics import LatencyStats
-from kws_daemon.model import Model, is_background_label
+from kws_daemon.model import Frontend, Model, is_background_label
 from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
 
 
 class UtteranceInput:
-    """One utterance or clip (int16, 16 kHz) as the model's input row, by the model directory's kind
-    (a CLAP model's at 48 kHz, for `eval`'s clips)."""
+    """One utterance or clip (int16, 16 kHz) as a model's input row, by its front end (a CLAP
+    model's at 48 kHz, for `eval`'s clips)."""
 
-    def __init__(self, model: Model) -> None:
-        self._frontend = frontend = model.info.frontend
+    def __init__(self, frontend: Frontend) -> None:
+        self._frontend = frontend
         self._fbank = Fbank(frontend.num_mel_bins) if isinstance(frontend, FbankParams) else None
         self._whisper = WhisperInput(frontend) if isinstance(frontend, WhisperParams) else None
         self._clap = ClapInput(frontend) if isinstance(frontend, ClapParams) else None
@@ -83,7 +83,7 @@ class UtterancePipeline:
         self._labels = info.labels
         self._threshold = threshold_vector(info.labels, keyword_thresholds(config, info))
         self._background = np.array([is_background_label(label) for label in info.labels])
-        self._input = UtteranceInput(model)
+        self._input = UtteranceInput(info.frontend)
         self._resampler: Resampler | None = None
 
     def process(self, block: AudioBlock) -> list[KeywordEvent]:

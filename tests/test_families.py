@@ -94,7 +94,7 @@ def test_the_daemon_scores_as_transformers_pipeline(
     report = {}
     for quantize, directory in exported.items():
         model = Model(ModelInfo.load(directory))
-        to_input = UtteranceInput(model)
+        to_input = UtteranceInput(model.info.frontend)
         ours = np.concatenate([model(to_input(audio)[None]) for audio in real_utterances])
         agreement = float(np.mean(ours.argmax(-1) == expected.argmax(-1)))
         report[quantize] = (agreement, float(np.abs(ours - expected).max()))

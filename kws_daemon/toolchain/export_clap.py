@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +19,12 @@ import numpy as np
 
 from kws_daemon.errors import KwsError
 from kws_daemon.frontends import ClapInput, ClapParams
-from kws_daemon.machine import cpu_name
-from kws_daemon.model import Model, ModelInfo, sha256_file
-from kws_daemon.toolchain import perwindow
-from kws_daemon.toolchain.export import FP32_TOLERANCE, MIN_INT8_AGREEMENT, _provenance, _Run
-from kws_daemon.toolchain.measure import latency_ms, onnx_logits
+from kws_daemon.model import Model, ModelInfo, frontend_of, sha256_file
+from kws_daemon.toolchain.export import _provenance, _Run
+from kws_daemon.toolchain.export_classifier import onnx_stages
 from kws_daemon.toolchain.progress import Steps, quiet
-from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8
 
 TEMPLATE = "This is a sound of {}."  # transformers' ZeroShotAudioClassificationPipeline default
-
-
-def clap_params(extractor: Any) -> ClapParams:
-    return ClapParams(
-        num_mel_bins=int(extractor.feature_size),
-        n_fft=int(extractor.fft_window_size),
-        hop_length=int(extractor.hop_length),
-        max_samples=int(extractor.nb_max_samples),
-        fmin=float(extractor.frequency_min),
-        fmax=float(extractor.frequency_max),
-        truncation=str(extractor.truncation),
-        padding=str(extractor.padding),
-        sample_rate=int(extractor.sampling_rate),
-    )
 
 
 def _sounds(rate: int) -> tuple[list[np.ndarray], str]:
@@ -108,7 +89,8 @@ def write_clap_model_dir(
     extractor = processor.feature_extractor
     if type(extractor).__name__ != "ClapFeatureExtractor" or int(extractor.sampling_rate) != 48000:
         raise KwsError(f"{source}: needs a 48 kHz ClapFeatureExtractor (got {type(extractor).__name__})")
-    params = clap_params(extractor)
+    params = frontend_of(Path(str(source)), extractor.to_dict(), {})
+    assert isinstance(params, ClapParams)
     to_input = ClapInput(params)
     with steps.step(f"embedding {len(labels)} prompts"), torch.no_grad():
         text = processor.tokenizer([template.format(x) for x in labels], padding=True, return_tensors="pt")
@@ -141,57 +123,21 @@ def write_clap_model_dir(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     staging.chmod(0o755)
     try:
-        fp32, final = staging / "fp32.onnx", staging / "model.onnx"
         with torch.no_grad():  # eager first: tracing HTSAT changes its window sizes in place
             expected = np.concatenate([scores(torch.from_numpy(x[None])).numpy() for x in inputs])
-        with steps.step("exporting the audio tower to ONNX fp32"), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            start = time.monotonic()
-            torch.onnx.export(
-                scores,
-                (torch.from_numpy(inputs[0][None]),),
-                str(fp32),
-                input_names=["input_features"],
-                output_names=["logits"],
-                dynamic_axes={"input_features": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-            report["export_s"] = round(time.monotonic() - start, 2)
-        with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} sounds"):
-            logits = onnx_logits(fp32, inputs, "input_features")
-        diff = float(np.abs(expected - logits).max())
-        report.update(
-            fp32_max_abs_diff=diff,
-            fp32_parity_windows=len(inputs),
-            fp32_tolerance=FP32_TOLERANCE,
-            fp32_bytes=fp32.stat().st_size,
+        final = onnx_stages(
+            run,
+            scores,
+            staging,
+            inputs,
+            expected,
+            "input_features",
+            {0: "batch"},
+            quantize,
+            inputs[0],
+            "sounds",
+            "latency per window",
         )
-        run.check(diff <= FP32_TOLERANCE, f"ONNX fp32 differs from torch by {diff:.2e} logits")
-        if quantize == "none":
-            fp32.rename(final)
-        else:
-            with steps.step(f"quantising: {METHODS['int8']}"):
-                quantize_dynamic_int8(fp32, final)
-                report["per_window_quantisers"] = perwindow.rewrite(final)
-            q = onnx_logits(final, inputs, "input_features")
-            agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
-            report.update(
-                method=METHODS["int8"],
-                int8_top1_agreement=agreement,
-                int8_max_abs_diff=float(np.abs(q - logits).max()),
-                int8_parity_windows=len(inputs),
-                int8_min_agreement=MIN_INT8_AGREEMENT,
-                int8_bytes=final.stat().st_size,
-            )
-            run.check(agreement >= MIN_INT8_AGREEMENT, f"int8 agrees with fp32 on {agreement:.1%} of top-1")
-        with steps.step("latency per window, 1 thread"):
-            report["cpu"] = cpu_name()
-            path = fp32 if fp32.exists() else final
-            report["fp32_latency_ms"] = latency_ms(path, inputs[0], runs=5, name="input_features")
-            if quantize != "none":
-                report["int8_latency_ms"] = latency_ms(final, inputs[0], runs=5, name="input_features")
-                fp32.unlink()
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {x: i for i, x in enumerate(labels)}
         model.config.to_json_file(str(staging / "config.json"))

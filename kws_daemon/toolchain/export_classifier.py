@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,14 @@ from typing import Any
 import numpy as np
 
 from kws_daemon.errors import KwsError
-from kws_daemon.frontends import WaveformParams, WhisperInput, WhisperParams, waveform_input
 from kws_daemon.machine import cpu_name
-from kws_daemon.model import Model, ModelInfo, sha256_file
+from kws_daemon.model import Model, ModelInfo, frontend_of, sha256_file
 from kws_daemon.toolchain import perwindow
 from kws_daemon.toolchain.export import FP32_TOLERANCE, MIN_INT8_AGREEMENT, _provenance, _Run
 from kws_daemon.toolchain.measure import latency_ms, onnx_logits
 from kws_daemon.toolchain.progress import Steps, quiet
 from kws_daemon.toolchain.quantize import METHODS, quantize_dynamic_int8
+from kws_daemon.utterances import UtteranceInput
 
 
 @dataclass(frozen=True)
@@ -66,20 +65,6 @@ def family_of(source: str | Path) -> Family | None:
     return next((f for f in FAMILIES if model_type in f.model_types), None)
 
 
-def front_end(family: Family, extractor: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """int16 utterance -> one input row, as the runtime computes it from the saved extractor."""
-    if family.kind == "whisper":
-        params = WhisperParams(
-            num_mel_bins=int(extractor.feature_size),
-            n_fft=int(extractor.n_fft),
-            hop_length=int(extractor.hop_length),
-            n_samples=int(extractor.n_samples),
-        )
-        return WhisperInput(params)
-    waveform = WaveformParams(do_normalize=bool(extractor.do_normalize))
-    return lambda audio: waveform_input(audio, waveform)
-
-
 def _utterances(calibration: list[np.ndarray] | None) -> tuple[list[np.ndarray], str]:
     """Parity audio: the caller's utterances (int16), else voiced sweeps and noise of 0.6-2.5 s."""
     if calibration:
@@ -94,6 +79,75 @@ def _utterances(calibration: list[np.ndarray] | None) -> tuple[list[np.ndarray],
         audio = voiced if i % 3 else rng.standard_normal(n)
         out.append((audio / np.abs(audio).max() * rng.uniform(2000, 20000)).astype(np.int16))
     return out, f"{len(out)} generated utterances (voiced sweeps and noise)"
+
+
+def onnx_stages(
+    run: _Run,
+    module: Any,
+    staging: Path,
+    inputs: list[np.ndarray],
+    expected: np.ndarray,
+    name: str,
+    dynamic: dict[int, str],
+    quantize: str,
+    probe: np.ndarray,
+    what: str,
+    timing: str,
+) -> Path:
+    """torch -> ONNX fp32 held to `expected` (torch's logits, taken before tracing), int8 per window
+    held to fp32, latency of `probe`; the report in `run`. Returns staging/model.onnx."""
+    import torch
+
+    fp32, final = staging / "fp32.onnx", staging / "model.onnx"
+    report, steps = run.report, run.steps
+    with steps.step("exporting to ONNX fp32"), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.monotonic()
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(inputs[0][None]),),
+            str(fp32),
+            input_names=[name],
+            output_names=["logits"],
+            dynamic_axes={name: dynamic, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        report["export_s"] = round(time.monotonic() - start, 2)
+    with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} {what}"):
+        logits = onnx_logits(fp32, inputs, name)
+    diff = float(np.abs(expected - logits).max())
+    report.update(
+        fp32_max_abs_diff=diff,
+        fp32_parity_windows=len(inputs),
+        fp32_tolerance=FP32_TOLERANCE,
+        fp32_bytes=fp32.stat().st_size,
+    )
+    run.check(diff <= FP32_TOLERANCE, f"ONNX fp32 differs from torch by {diff:.2e} logits")
+    if quantize == "none":
+        fp32.rename(final)
+    else:
+        with steps.step(f"quantising: {METHODS['int8']}"):
+            quantize_dynamic_int8(fp32, final)
+            report["per_window_quantisers"] = perwindow.rewrite(final)
+        q = onnx_logits(final, inputs, name)
+        agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
+        report.update(
+            method=METHODS["int8"],
+            int8_top1_agreement=agreement,
+            int8_max_abs_diff=float(np.abs(q - logits).max()),
+            int8_parity_windows=len(inputs),
+            int8_min_agreement=MIN_INT8_AGREEMENT,
+            int8_bytes=final.stat().st_size,
+        )
+        run.check(agreement >= MIN_INT8_AGREEMENT, f"int8 agrees with fp32 on {agreement:.1%} of top-1")
+    with steps.step(f"{timing}, 1 thread"):
+        report["cpu"] = cpu_name()
+        report["fp32_latency_ms"] = latency_ms(fp32 if fp32.exists() else final, probe, runs=10, name=name)
+        if quantize != "none":
+            report["int8_latency_ms"] = latency_ms(final, probe, runs=10, name=name)
+            fp32.unlink()
+    return final
 
 
 def write_classifier_model_dir(
@@ -126,7 +180,7 @@ def write_classifier_model_dir(
             raise KwsError(f"{source}: cannot load the checkpoint: {str(e).splitlines()[0]}") from None
     if type(extractor).__name__ != family.extractor or int(extractor.sampling_rate) != 16000:
         raise KwsError(f"{source}: needs a 16 kHz {family.extractor} (got {type(extractor).__name__})")
-    to_input = front_end(family, extractor)
+    to_input = UtteranceInput(frontend_of(Path(str(source)), extractor.to_dict(), {}))
     audio, data = _utterances(utterances)
     inputs = [to_input(a) for a in audio]
     report: dict[str, Any] = {
@@ -140,59 +194,22 @@ def write_classifier_model_dir(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     staging.chmod(0o755)
     try:
-        fp32, final = staging / "fp32.onnx", staging / "model.onnx"
-        with steps.step("exporting to ONNX fp32"), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            start = time.monotonic()
-            torch.onnx.export(
-                model,
-                (torch.from_numpy(inputs[0][None]),),
-                str(fp32),
-                input_names=[family.input_name],
-                output_names=["logits"],
-                dynamic_axes={family.input_name: family.dynamic, "logits": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-            report["export_s"] = round(time.monotonic() - start, 2)
-        with steps.step(f"fp32 parity: torch vs ONNX on {len(inputs)} utterances"), torch.no_grad():
+        with torch.no_grad():
             expected = np.concatenate([model(torch.from_numpy(x[None])).logits.numpy() for x in inputs])
-            logits = onnx_logits(fp32, inputs, family.input_name)
-        diff = float(np.abs(expected - logits).max())
-        report.update(
-            fp32_max_abs_diff=diff,
-            fp32_parity_windows=len(inputs),
-            fp32_tolerance=FP32_TOLERANCE,
-            fp32_bytes=fp32.stat().st_size,
+        noise = np.random.default_rng(0).integers(-3000, 3000, 32000).astype(np.int16)
+        final = onnx_stages(
+            run,
+            model,
+            staging,
+            inputs,
+            expected,
+            family.input_name,
+            family.dynamic,
+            quantize,
+            to_input(noise),
+            "utterances",
+            "latency per utterance of 2 s",
         )
-        run.check(diff <= FP32_TOLERANCE, f"ONNX fp32 differs from torch by {diff:.2e} logits")
-        if quantize == "none":
-            fp32.rename(final)
-        else:
-            with steps.step(f"quantising: {METHODS['int8']}"):
-                quantize_dynamic_int8(fp32, final)
-                report["per_window_quantisers"] = perwindow.rewrite(final)
-            q = onnx_logits(final, inputs, family.input_name)
-            agreement = float(np.mean(q.argmax(-1) == logits.argmax(-1)))
-            report.update(
-                method=METHODS["int8"],
-                int8_top1_agreement=agreement,
-                int8_max_abs_diff=float(np.abs(q - logits).max()),
-                int8_parity_windows=len(inputs),
-                int8_min_agreement=MIN_INT8_AGREEMENT,
-                int8_bytes=final.stat().st_size,
-            )
-            run.check(agreement >= MIN_INT8_AGREEMENT, f"int8 agrees with fp32 on {agreement:.1%} of top-1")
-        with steps.step("latency per utterance of 2 s, 1 thread"):
-            report["cpu"] = cpu_name()
-            two_s = to_input(np.random.default_rng(0).integers(-3000, 3000, 32000).astype(np.int16))
-            name = family.input_name
-            report["fp32_latency_ms"] = latency_ms(
-                fp32 if fp32.exists() else final, two_s, runs=10, name=name
-            )
-            if quantize != "none":
-                report["int8_latency_ms"] = latency_ms(final, two_s, runs=10, name=name)
-                fp32.unlink()
         model.config.to_json_file(str(staging / "config.json"))
         extractor.to_json_file(str(staging / "preprocessor_config.json"))
         kws = {
