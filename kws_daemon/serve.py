@@ -117,7 +117,7 @@ class WakeServer:
         reported = config.reported
         names = [k for k in self.thresholds if reported is None or k in reported]
         self.names = names + [s.name for s in config.sequences]
-        self._info = _info_event(self.names, self.model, config)
+        self.info = _info_event(self.names, self.model, config)  # built once: describe costs nothing
         # one worker per connection: a stream waiting for its batch holds no other stream's thread
         self._workers = ThreadPoolExecutor(serve.max_connections, "stream")
         self._free = list(range(serve.max_connections))  # stream slots, the bounded metrics label
@@ -185,10 +185,6 @@ class WakeServer:
             log.info("stopped: %s", self._status())
         return 0
 
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-
     async def _announce(self, uri: str) -> Any:
         parsed = urlparse(uri)
         if parsed.scheme != "tcp" or parsed.port is None:
@@ -219,9 +215,6 @@ class WakeServer:
         while True:
             self.notifier.send("WATCHDOG=1")
             await asyncio.sleep(self.notifier.watchdog_s / 4)
-
-    def info_event(self) -> Event:
-        return self._info
 
     def open_slot(self) -> int | None:
         with self._lock:
@@ -373,7 +366,7 @@ class Connection(AsyncEventHandler):
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
-            await self.write(self.server.info_event())
+            await self.write(self.server.info)
         elif Ping.is_type(event.type):
             await self.write(Pong(text=Ping.from_event(event).text).event())
         elif Detect.is_type(event.type):
@@ -400,7 +393,7 @@ class Connection(AsyncEventHandler):
         elif AudioStop.is_type(event.type):
             await self._end_stream()
             if not self.detected_in_run:
-                await self._write_not_detected()
+                await self.write(NotDetected().event())
             self.detected_in_run = False
         else:
             log.debug("stream %d: ignoring a %r event", self.slot, event.type)
@@ -423,9 +416,6 @@ class Connection(AsyncEventHandler):
             self.detected_in_run = True
             self.server.detected(self.slot, d)
             await self.write(Detection(name=d.name, timestamp=d.timestamp_ms).event())
-
-    async def _write_not_detected(self) -> None:
-        await self.write(NotDetected().event())
 
     async def write(self, event: Event) -> None:
         try:
