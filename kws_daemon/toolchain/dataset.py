@@ -544,9 +544,12 @@ def build_features(
     seed: int,
     ocean_crops: int = 4,
     augmentation: Augmentation | None = None,
+    splits: tuple[str, ...] = ("train", "test", "xval"),
 ) -> dict[str, FeatureSet]:
     """Features per split: train (augmented copies; each real running-speech sentence cut at
-    `ocean_crops` random seconds), and the held-out splits test and xval (clean, centred)."""
+    `ocean_crops` random seconds), and the held-out splits test and xval (clean, centred).
+    The held-out clips are placed with the same generator after the training set, so an ablation
+    that changes the augmentation scores on the reference run's held-out features, not its own."""
     augment = Augmenter(corpus.noise_train, corpus.rirs, seed, augmentation)
     background = LABELS.index(BACKGROUND)
 
@@ -569,11 +572,8 @@ def build_features(
             if clip.split == split:
                 yield augment(clip.audio, strength=0.0), clip.label, f"{clip.origin}|{clip.speaker}"
 
-    return {
-        "train": featurise(train_items()),
-        "test": featurise(held_out("test")),
-        "xval": featurise(held_out("xval")),
-    }
+    make = {"train": train_items, "test": lambda: held_out("test"), "xval": lambda: held_out("xval")}
+    return {split: featurise(make[split]()) for split in splits}
 
 
 def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: int) -> tuple[FeatureSet, str]:

@@ -508,6 +508,10 @@ smoothing 0.1, `_background_` {_pct(schedule.get("background_share"))} of the dr
 def _results(ev: dict[str, Any]) -> str:
     xval, test, streams_ = ev["xval"], ev["test"], ev["streams"]
     return f"""## Results (int8 ONNX through the daemon's own front end)
+Measured by `scripts/train-default-model --stages data,evaluate --output <model dir>` (`data`
+builds the held-out sets, `evaluate` writes this card and the `evaluation` of kws.json); what each
+part of the recipe gives on the same validation: the ablations in docs/training.md.
+
 - Cross-source (macro over held-out sources): **{_pct(xval["cross_source"])}**; all xval clips
   {_pct(xval["accuracy"])} ({xval["clips"]}), macro over words {_pct(xval["macro_over_words"])},
   speaker-weighted {_pct(xval["speaker_weighted"])} ({xval["speakers"]} speakers); keywords heard as
