@@ -69,7 +69,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown: each run's cross-source macro, the big sources, background top-1 and test, with
     the difference to `full` in the macro."""
     base = results.get("full", {}).get("xval", {}).get("cross_source")
-    head = ["run", "what", "maps", "xval macro", "Δ", *SHOWN, "heard as background", "test"]
+    head = ["run", "what", "maps", "xval macro", "Δ", "all xval clips", *SHOWN, "heard as background", "test"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         x = r["xval"]
@@ -79,6 +79,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ]
         lines.append(
             f"| {name} | {ABLATIONS[name].what} | {r['maps']} | {100 * x['cross_source']:.1f} % | {delta} | "
+            f"{100 * x['accuracy']:.1f} % | "
             + " | ".join(sources)
             + f" | {100 * x['background_top1']:.1f} % | {100 * r['test']:.1f} % |"
         )
