@@ -40,6 +40,9 @@ def test_runs_take_away_only_what_they_name() -> None:
     assert origins("hard-negatives") == train.origin.tolist()
     assert "ocean:sentence" not in origins("speech-ocean")
     assert ABLATIONS["noise"].augmentation.noise == 0.0 and ABLATIONS["noise"].augmentation.speed > 0
+    assert ABLATIONS["full"].augmentation.reverb == 0.0  # the recipe dropped the channel augmentations
+    channel = ABLATIONS["channel"].augmentation
+    assert channel.reverb > 0 and channel.codec > 0 and channel.noise == ABLATIONS["full"].augmentation.noise
 
 
 def _tone_corpus() -> Corpus:
