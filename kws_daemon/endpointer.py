@@ -3,7 +3,8 @@
 A command is a word said on its own: silence, about one word of voice, silence. A keyword inside a
 sentence sits in a voiced stretch that is too long, or that has too little silence before it, so
 it never makes a command segment however well the model knows the word. Pauses shorter than
-`silence_after_ms` inside a segment (the closure of "six", a breath) do not end it.
+`silence_after_ms` inside a segment (the closure of "six", a breath) do not end it, and a click
+shorter than `min_word_ms` does not break the silence before the next word.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EndpointerConfig:
-    silence_before_ms: int = 300  # at least this much silence before the word
-    silence_after_ms: int = 120  # this much silence ends the word: the latency it costs (webrtcvad
+    # at least this much silence before the word: readers and talkers pause 0.3-0.7 s inside and
+    # between sentences, and one word after such a pause is where false accepts come from
+    # (docs/benchmarks.md, "The endpointer against real speech")
+    silence_before_ms: int = 1000
+    silence_after_ms: int = 160  # this much silence ends the word: the latency it costs (webrtcvad
     # itself marks about 100 ms past a word's end as speech, so the audio's pause is longer)
     min_word_ms: int = 120
     max_word_ms: int = 1100
@@ -31,12 +35,13 @@ class Segment:
     def duration_ms(self, rate: int = 16000) -> float:
         return (self.end - self.start) * 1000 / rate
 
-    def is_command(self, config: EndpointerConfig, rate: int = 16000) -> bool:
-        """About one word long, with silence before it (the silence after is what closed it)."""
+    def is_command(self, config: EndpointerConfig, rate: int = 16000, after_command: bool = False) -> bool:
+        """About one word long, with silence before it (the silence after is what closed it).
+        `after_command`: the segment before it was a command, so the pause between the two is a
+        speaker's pace through a sequence ("marvin, on"), not a sentence running on."""
         return (
-            self.silence_before * 1000 >= config.silence_before_ms * rate
-            and config.min_word_ms <= self.duration_ms(rate) <= config.max_word_ms
-        )
+            after_command or self.silence_before * 1000 >= config.silence_before_ms * rate
+        ) and config.min_word_ms <= self.duration_ms(rate) <= config.max_word_ms
 
 
 class Endpointer:
@@ -44,7 +49,7 @@ class Endpointer:
 
     def __init__(self, config: EndpointerConfig, frame_samples: int, rate: int = 16000) -> None:
         self.config = config
-        self._frame = frame_samples
+        self._frame, self._rate = frame_samples, rate
         self._close_after = config.silence_after_ms * rate // 1000
         self._position = 0  # samples decided so far
         self._start: int | None = None  # the open segment's first voiced sample
@@ -76,5 +81,7 @@ class Endpointer:
     def _close(self) -> Segment:
         assert self._start is not None
         segment = Segment(self._start, self._last_voice, self._start - self._previous_end)
-        self._previous_end, self._start = self._last_voice, None
+        if segment.duration_ms(self._rate) >= self.config.min_word_ms:  # a click keeps the silence
+            self._previous_end = self._last_voice
+        self._start = None
         return segment

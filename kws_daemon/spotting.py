@@ -114,6 +114,8 @@ class Commands:
         self._window, self._hop = window, hop
         self.segments = 0  # closed segments
         self.commands = 0  # of them, spoken as commands (scored)
+        self._last_fired: Segment | None = None  # the segment of the last hit
+        self._previous: Segment | None = None  # the last segment closed
 
     def __call__(self, vad: VadGate | AlwaysOpen, is_open: bool, n_frames: int, score: Score) -> list[Hit]:
         segments = self.endpointer(getattr(vad, "decisions", []))
@@ -126,7 +128,9 @@ class Commands:
 
     def _decide(self, segment: Segment, n_frames: int, score: Score) -> Hit | None:
         self.segments += 1
-        if not segment.is_command(self._config):
+        after_command = self._previous is not None and self._previous is self._last_fired
+        self._previous = segment
+        if not segment.is_command(self._config, after_command=after_command):
             return None
         self.commands += 1
         word_end_frame = segment.end // FRAME_SHIFT + 2
@@ -138,4 +142,5 @@ class Commands:
         best = int(np.argmax(posteriors))
         if posteriors[best] < self._threshold[best]:
             return None
+        self._last_fired = segment
         return Hit(self.labels[best], float(posteriors[best]), ends[0], segment.end)

@@ -59,8 +59,11 @@ def test_pauses_shorter_than_the_endpoint_stay_inside_the_word() -> None:
     [
         ("." * 12 + "#" * 12, True),  # 360 ms, after 360 ms of silence
         ("." * 2 + "#" * 12, True),  # right at the stream's start
-        ("#" * 12 + "." * 12 + "#" * 12, True),  # 360 ms after another word
-        ("#" * 12 + "." * 5 + "#" * 12, False),  # 150 ms after another word: running speech
+        ("#" * 12 + "." * 34 + "#" * 12, True),  # 360 ms, 1.02 s after another word
+        ("#" * 12 + "." * 20 + "#" * 12, False),  # 600 ms after another word: a reader's pause
+        ("#" * 12 + "." * 12 + "#" * 3 + "." * 22 + "#" * 12, True),  # a 90 ms click is no word
+        ("#" * 12 + "." * 12 + "#" * 5 + "." * 22 + "#" * 12, False),  # 150 ms is one
+        ("#" * 12 + "." * 6 + "#" * 12, False),  # 180 ms after another word: running speech
         ("." * 12 + "#" * 40, False),  # 1.2 s: a phrase, not a word
         ("." * 12 + "#" * 3, False),  # 90 ms: a click
     ],
@@ -69,6 +72,14 @@ def test_a_command_is_one_word_with_silence_before(pattern: str, is_command: boo
     config = EndpointerConfig()
     *_, segment = Endpointer(config, FRAME)(_frames(pattern + "." * 10))
     assert segment.is_command(config) is is_command
+
+
+def test_the_word_after_a_command_needs_no_long_silence() -> None:
+    config = EndpointerConfig()
+    *_, second = Endpointer(config, FRAME)(_frames("." * 40 + "#" * 12 + "." * 12 + "#" * 12 + "." * 10))
+    assert second.silence_before == 12 * FRAME  # 360 ms, under silence_before_ms
+    assert not second.is_command(config)
+    assert second.is_command(config, after_command=True)
 
 
 def _run(pipeline: Pipeline, audio: np.ndarray, block: int = 1600) -> list[KeywordEvent]:
@@ -154,6 +165,27 @@ def test_sequences_arm_their_words_and_route_their_hooks(model: Model, demo: np.
     assert config.sequences[0].name == "stop+go"
     events = _run(Pipeline(config, model), demo)
     assert [e.keyword for e in events] == ["stop+go", "up"]
+
+
+def test_a_sequence_may_be_said_at_a_speaking_pace(model: Model, demo: np.ndarray) -> None:
+    """The second word follows the first after 0.4 s, far less than silence_before_ms: it counts
+    because the first was a command. After running speech the same pause does not."""
+
+    def silence(s: float) -> np.ndarray:
+        return np.zeros(int(s * 16000), np.int16)
+
+    stop, go = demo[int(2.75 * 16000) : int(3.4 * 16000)], demo[int(4.65 * 16000) : int(5.2 * 16000)]
+    config = parse(
+        {"keywords": ["up"], "sequences": [{"words": ["stop", "go"]}], "detector": {"threshold": 0.5}}
+    )
+    said = np.concatenate([silence(1), stop, silence(0.4), go, silence(1)])
+    assert [e.keyword for e in _run(Pipeline(config, model), said)] == ["stop+go"]
+    running = np.concatenate([demo[16000:22000]] * 5)  # 1.9 s of voice: no command
+    events = _run(
+        Pipeline(parse({"keywords": ["go"], "detector": {"threshold": 0.5}}), model),
+        np.concatenate([silence(1), running, silence(0.4), go, silence(1.2), go, silence(1)]),
+    )
+    assert len(events) == 1 and events[0].keyword == "go" and events[0].time_s > 1 + 1.9 + 0.4 + 0.55 + 1.2
 
 
 @pytest.mark.parametrize(

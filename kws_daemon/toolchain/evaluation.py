@@ -249,6 +249,16 @@ def streams(
 ) -> tuple[dict[str, tuple[np.ndarray, list[Placement]]], dict[str, np.ndarray]]:
     """The held-out streams: commands (about `max_commands` of the test and xval clips) and real
     speech, each in halves A and B by speaker, and the synthetic speech stream."""
+    positives, negatives = real_streams(real_root, ocean_root, seed, max_commands)
+    noise = [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]
+    negatives["synthetic"] = synthetic_speech_stream(noise, hours, seed)
+    return positives, negatives
+
+
+def real_streams(
+    real_root: Path, ocean_root: Path | None, seed: int, max_commands: int = 800
+) -> tuple[dict[str, tuple[np.ndarray, list[Placement]]], dict[str, np.ndarray]]:
+    """The held-out streams of real recordings only: commands and running speech, halves A and B."""
     noise = [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]  # held out from training
     clips = [c for c in real_clips(real_root) if c.split in ("test", "xval")]
     utterances: list[tuple[str, str, np.ndarray]] = []
@@ -264,7 +274,6 @@ def streams(
         f"speech_{h}": speech_stream([a for spk, _, a in utterances if half(spk) == h], noise, seed + ord(h))
         for h in "AB"
     }
-    negatives["synthetic"] = synthetic_speech_stream(noise, hours, seed)
     return positives, negatives
 
 
