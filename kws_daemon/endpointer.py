@@ -37,8 +37,9 @@ class Segment:
 
     def is_command(self, config: EndpointerConfig, rate: int = 16000, after_command: bool = False) -> bool:
         """About one word long, with silence before it (the silence after is what closed it).
-        `after_command`: the segment before it was a command, so the pause between the two is a
-        speaker's pace through a sequence ("marvin, on"), not a sentence running on."""
+        `after_command`: the segment before it was a command heard as a keyword, so the pause
+        between the two is a speaker's pace through a sequence ("marvin, on"), not a sentence
+        running on."""
         return (
             after_command or self.silence_before * 1000 >= config.silence_before_ms * rate
         ) and config.min_word_ms <= self.duration_ms(rate) <= config.max_word_ms

@@ -188,6 +188,20 @@ def test_a_sequence_may_be_said_at_a_speaking_pace(model: Model, demo: np.ndarra
     assert len(events) == 1 and events[0].keyword == "go" and events[0].time_s > 1 + 1.9 + 0.4 + 0.55 + 1.2
 
 
+def test_the_windows_scored_do_not_depend_on_the_thresholds(model: Model, demo: np.ndarray) -> None:
+    """Replay and the threshold sweeps of eval, tune and the training report rely on it."""
+    stop, go = demo[int(2.75 * 16000) : int(3.4 * 16000)], demo[int(4.65 * 16000) : int(5.2 * 16000)]
+    pause = np.zeros(6400, np.int16)
+    audio = np.concatenate([pause, pause, pause, stop, pause, go, pause, pause, pause])
+    windows, heard = [], []
+    for threshold in (0.3, 0.99):  # "stop" fires at 0.3 only, and "go" after it needs no long pause
+        pipeline = Pipeline(Config(detector=DetectorConfig(threshold=threshold)), model)
+        heard.append([e.keyword for e in _run(pipeline, audio)])
+        windows.append(pipeline.counters.windows)
+    assert heard == [["stop", "go"], []]
+    assert windows[0] == windows[1]
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
