@@ -114,10 +114,9 @@ class Commands:
         self._window, self._hop = window, hop
         self.segments = 0  # closed segments
         self.commands = 0  # of them, spoken as commands (scored)
-        # the last command whose top label is an armed keyword, whatever its score: so which
-        # windows get scored never depends on the thresholds (Replay, threshold sweeps rely on it)
-        self._last_heard: Segment | None = None
-        self._previous: Segment | None = None  # the last segment closed
+        # the last segment closed was a command whose top label is an armed keyword, whatever its
+        # score: so which windows get scored never depends on the thresholds (Replay, sweeps)
+        self._after_heard = False
 
     def __call__(self, vad: VadGate | AlwaysOpen, is_open: bool, n_frames: int, score: Score) -> list[Hit]:
         segments = self.endpointer(getattr(vad, "decisions", []))
@@ -130,8 +129,7 @@ class Commands:
 
     def _decide(self, segment: Segment, n_frames: int, score: Score) -> Hit | None:
         self.segments += 1
-        after_command = self._previous is not None and self._previous is self._last_heard
-        self._previous = segment
+        after_command, self._after_heard = self._after_heard, False
         if not segment.is_command(self._config, after_command=after_command):
             return None
         self.commands += 1
@@ -142,8 +140,7 @@ class Commands:
             ends = [min(n_frames, max(word_end_frame, segment.start // FRAME_SHIFT + self._window))]
         posteriors = np.mean([score(e) for e in ends], axis=0)
         best = int(np.argmax(posteriors))
-        if np.isfinite(self._threshold[best]):
-            self._last_heard = segment
+        self._after_heard = bool(np.isfinite(self._threshold[best]))
         if posteriors[best] < self._threshold[best]:
             return None
         return Hit(self.labels[best], float(posteriors[best]), ends[0], segment.end)

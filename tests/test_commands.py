@@ -167,32 +167,41 @@ def test_sequences_arm_their_words_and_route_their_hooks(model: Model, demo: np.
     assert [e.keyword for e in events] == ["stop+go", "up"]
 
 
-def test_a_sequence_may_be_said_at_a_speaking_pace(model: Model, demo: np.ndarray) -> None:
+def _silence(s: float) -> np.ndarray:
+    return np.zeros(int(s * 16000), np.int16)
+
+
+@pytest.fixture(scope="module")
+def stop_go(demo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's "stop" and "go", each cut around its voiced part."""
+    return demo[int(2.75 * 16000) : int(3.4 * 16000)], demo[int(4.65 * 16000) : int(5.2 * 16000)]
+
+
+def test_a_sequence_may_be_said_at_a_speaking_pace(
+    model: Model, demo: np.ndarray, stop_go: tuple[np.ndarray, np.ndarray]
+) -> None:
     """The second word follows the first after 0.4 s, far less than silence_before_ms: it counts
     because the first was a command. After running speech the same pause does not."""
-
-    def silence(s: float) -> np.ndarray:
-        return np.zeros(int(s * 16000), np.int16)
-
-    stop, go = demo[int(2.75 * 16000) : int(3.4 * 16000)], demo[int(4.65 * 16000) : int(5.2 * 16000)]
+    stop, go = stop_go
     config = parse(
         {"keywords": ["up"], "sequences": [{"words": ["stop", "go"]}], "detector": {"threshold": 0.5}}
     )
-    said = np.concatenate([silence(1), stop, silence(0.4), go, silence(1)])
+    said = np.concatenate([_silence(1), stop, _silence(0.4), go, _silence(1)])
     assert [e.keyword for e in _run(Pipeline(config, model), said)] == ["stop+go"]
     running = np.concatenate([demo[16000:22000]] * 5)  # 1.9 s of voice: no command
     events = _run(
         Pipeline(parse({"keywords": ["go"], "detector": {"threshold": 0.5}}), model),
-        np.concatenate([silence(1), running, silence(0.4), go, silence(1.2), go, silence(1)]),
+        np.concatenate([_silence(1), running, _silence(0.4), go, _silence(1.2), go, _silence(1)]),
     )
     assert len(events) == 1 and events[0].keyword == "go" and events[0].time_s > 1 + 1.9 + 0.4 + 0.55 + 1.2
 
 
-def test_the_windows_scored_do_not_depend_on_the_thresholds(model: Model, demo: np.ndarray) -> None:
+def test_the_windows_scored_do_not_depend_on_the_thresholds(
+    model: Model, stop_go: tuple[np.ndarray, np.ndarray]
+) -> None:
     """Replay and the threshold sweeps of eval, tune and the training report rely on it."""
-    stop, go = demo[int(2.75 * 16000) : int(3.4 * 16000)], demo[int(4.65 * 16000) : int(5.2 * 16000)]
-    pause = np.zeros(6400, np.int16)
-    audio = np.concatenate([pause, pause, pause, stop, pause, go, pause, pause, pause])
+    stop, go = stop_go
+    audio = np.concatenate([_silence(1.2), stop, _silence(0.4), go, _silence(1.2)])
     windows, heard = [], []
     for threshold in (0.3, 0.99):  # "stop" fires at 0.3 only, and "go" after it needs no long pause
         pipeline = Pipeline(Config(detector=DetectorConfig(threshold=threshold)), model)

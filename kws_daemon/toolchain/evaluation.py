@@ -244,22 +244,31 @@ def shipped_thresholds(
     return calibrated if ok else {}
 
 
+def held_out_noise(real_root: Path) -> list[np.ndarray]:
+    """The noise recordings' held-out parts (never in training), float in [-1, 1]."""
+    return [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]
+
+
 def streams(
-    real_root: Path, ocean_root: Path | None, hours: float, seed: int, max_commands: int = 800
+    real_root: Path,
+    ocean_root: Path | None,
+    noise: list[np.ndarray],
+    hours: float,
+    seed: int,
+    max_commands: int = 800,
 ) -> tuple[dict[str, tuple[np.ndarray, list[Placement]]], dict[str, np.ndarray]]:
     """The held-out streams: commands (about `max_commands` of the test and xval clips) and real
     speech, each in halves A and B by speaker, and the synthetic speech stream."""
-    positives, negatives = real_streams(real_root, ocean_root, seed, max_commands)
-    noise = [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]
+    positives, negatives = real_streams(real_root, ocean_root, noise, seed, max_commands)
     negatives["synthetic"] = synthetic_speech_stream(noise, hours, seed)
     return positives, negatives
 
 
 def real_streams(
-    real_root: Path, ocean_root: Path | None, seed: int, max_commands: int = 800
+    real_root: Path, ocean_root: Path | None, noise: list[np.ndarray], seed: int, max_commands: int = 800
 ) -> tuple[dict[str, tuple[np.ndarray, list[Placement]]], dict[str, np.ndarray]]:
-    """The held-out streams of real recordings only: commands and running speech, halves A and B."""
-    noise = [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]  # held out from training
+    """The held-out streams of real recordings only: commands and running speech, halves A and B,
+    over `noise` (held_out_noise)."""
     clips = [c for c in real_clips(real_root) if c.split in ("test", "xval")]
     utterances: list[tuple[str, str, np.ndarray]] = []
     if ocean_root is not None:
@@ -314,10 +323,10 @@ def evaluate_model_dir(
         "xval": source_report(clip_posteriors(model, xval.x), xval),
         "test": source_report(clip_posteriors(model, test.x), test),
     }
-    noise = [a.astype(np.float32) / 32768 for a in split_noise(real_root)[1]]
+    noise = held_out_noise(real_root)
     results["noise_windows"] = noise_windows_accepted(model, noise, seed)
     log(f"evaluate: clips done (cross-source {results['xval']['cross_source']}), streams...")
-    positives, negatives = streams(real_root, ocean_root, hours, seed)
+    positives, negatives = streams(real_root, ocean_root, noise, hours, seed)
     results["streams"] = {
         "commands": {name: len(placements) for name, (_, placements) in positives.items()},
         "hours": {name: round(len(audio) / RATE / 3600, 3) for name, audio in negatives.items()},
