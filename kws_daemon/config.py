@@ -16,7 +16,7 @@ import yaml
 
 from kws_daemon.endpointer import EndpointerConfig
 from kws_daemon.errors import ConfigError
-from kws_daemon.model import ModelInfo, default_model_dir
+from kws_daemon.model import KEYWORD_KINDS, ModelInfo, default_model_dir
 
 T = TypeVar("T")
 HookKind = Literal["command", "webhook", "jsonl"]
@@ -184,7 +184,11 @@ class Config:
         """Errors for keywords that the model cannot produce, naming the config file like load()'s."""
         where = f"{self.source}: " if self.source else ""
         mode, kind = self.detector.mode, info.kind
-        fits = {"commands": ("ast",), "running": ("ast",), "utterances": ("ast", "waveform", "whisper")}
+        fits = {
+            "commands": KEYWORD_KINDS,
+            "running": KEYWORD_KINDS,
+            "utterances": (*KEYWORD_KINDS, "waveform", "whisper"),
+        }
         if kind not in fits.get(mode, ("clap",)):
             suggestion = "sounds" if kind == "clap" else "utterances"
             raise ConfigError(

@@ -98,7 +98,8 @@ def clip_metrics(model: Model, clips: list[LabelledClip]) -> tuple[dict[str, Any
     labels = model.info.labels
     progress = Progress("eval: clips", len(clips))
     audio, predicted = [], []
-    whole = None if model.info.kind == "ast" else UtteranceInput(model.info.frontend)  # a clip a call
+    info = model.info
+    whole = None if info.kind == "ast" else UtteranceInput(info.frontend, info.path)  # a clip a call
     for i in range(0, len(clips), BATCH):
         batch = [load_16k(c.path) for c in clips[i : i + BATCH]]
         if whole is not None:

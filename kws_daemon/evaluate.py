@@ -24,13 +24,16 @@ from kws_daemon.modes import make_pipeline
 RATE = 16000
 
 
-def clip_posteriors(model: Model, frames: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Posteriors for clips given as raw log-mel frames [n, frames, mel]."""
-    params = model.info.fbank
-    out = [
-        model(np.stack([pad_and_normalise(f.astype(np.float32), params) for f in frames[i : i + batch]]))
-        for i in range(0, len(frames), batch)
-    ]
+def clip_posteriors(model: Model, features: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Posteriors for clips given as an AST's raw log-mel frames [n, frames, mel], or as a
+    speech-embedding head's windows [n, frames, 96]."""
+
+    def prepare(rows: np.ndarray) -> np.ndarray:
+        if model.info.kind == "embedding":
+            return rows.astype(np.float32)
+        return np.stack([pad_and_normalise(f.astype(np.float32), model.info.fbank) for f in rows])
+
+    out = [model(prepare(features[i : i + batch])) for i in range(0, len(features), batch)]
     return np.concatenate(out) if out else np.zeros((0, len(model.info.labels)))
 
 

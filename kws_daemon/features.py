@@ -42,6 +42,11 @@ def frame_count(n_samples: int) -> int:
     return 0 if n_samples < FRAME_LENGTH else 1 + (n_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
+def frame_end_sample(end_frame: int) -> int:
+    """The sample just past the last of `end_frame` frames."""
+    return (end_frame - 1) * FRAME_SHIFT + FRAME_LENGTH
+
+
 @dataclass(frozen=True)
 class FbankParams:
     num_mel_bins: int = 128

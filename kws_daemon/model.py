@@ -1,8 +1,10 @@
 """A model directory (the contract between the toolchain and the runtime) and its ONNX session.
 
-models/<name>/ holds model.onnx (input "input_values" [batch, frames, mel_bins], output "logits"),
-config.json (id2label), preprocessor_config.json (ASTFeatureExtractor fields) and, when written by
-our toolchain, kws.json (sha256 of model.onnx, window defaults, provenance).
+models/<name>/ holds model.onnx (output "logits"), config.json (id2label), preprocessor_config.json
+(the feature extractor's fields, which say the model's kind and input) and, when written by our
+toolchain, kws.json (sha256 of model.onnx, window defaults, provenance). A speech-embedding head
+(kind "embedding", input "embeddings" [batch, 9, 96]) also holds the backbone's two graphs and
+their NOTICE.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kws_daemon.embedding import EMBED_DIM, EmbeddingParams
 from kws_daemon.errors import ConfigError, KwsError
 from kws_daemon.features import FbankParams
 from kws_daemon.frontends import ClapParams, WaveformParams, WhisperParams
@@ -79,17 +82,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-Frontend = FbankParams | WaveformParams | WhisperParams | ClapParams
-KIND_OF = {FbankParams: "ast", WaveformParams: "waveform", WhisperParams: "whisper", ClapParams: "clap"}
+Frontend = FbankParams | EmbeddingParams | WaveformParams | WhisperParams | ClapParams
+KIND_OF = {
+    FbankParams: "ast",
+    EmbeddingParams: "embedding",
+    WaveformParams: "waveform",
+    WhisperParams: "whisper",
+    ClapParams: "clap",
+}
+KEYWORD_KINDS = ("ast", "embedding")  # models of keyword windows (commands, running)
 INPUT_OF = {
     "ast": "input_values",
+    "embedding": "embeddings",
     "waveform": "input_values",
     "whisper": "input_features",
     "clap": "input_features",
 }
-# [batch, frames, mels], [batch, samples], [batch, mels, frames], [batch, channels, frames, mels]
+# [batch, frames, mels], [batch, embeddings, 96], [batch, samples], [batch, mels, frames],
+# [batch, channels, frames, mels]
 RANK_OF = {
     "ast": 3,
+    "embedding": 3,
     "waveform": 2,
     "whisper": 3,
     "clap": 4,
@@ -100,7 +113,7 @@ RANK_OF = {
 class ModelInfo:
     path: Path
     labels: tuple[str, ...]
-    frontend: Frontend  # what the model takes: AST log-mel windows, or a waveform per utterance
+    frontend: Frontend  # what the model takes: AST log-mel or embedding windows, or an utterance
     sample_rate: int
     kws: dict[str, Any] = field(default_factory=dict)
 
@@ -110,12 +123,9 @@ class ModelInfo:
 
     @property
     def fbank(self) -> FbankParams:
-        """The AST's log-mel parameters; keyword windows (commands, running) need them."""
+        """The AST's log-mel parameters."""
         if not isinstance(self.frontend, FbankParams):
-            raise ConfigError(
-                f"model {self.path} is a {self.kind} classifier, not an AST on log-mel windows: "
-                "use detector.mode: utterances"
-            )
+            raise ConfigError(f"model {self.path} is a {self.kind} model, not an AST on log-mel windows")
         return self.frontend
 
     @property
@@ -184,6 +194,8 @@ def frontend_of(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> Fron
             padding=str(pre["padding"]),
             sample_rate=int(pre.get("sampling_rate", 48000)),
         )
+    if extractor == EMBEDDING_EXTRACTOR:
+        return _embedding(path, pre)
     if extractor == "WhisperFeatureExtractor":
         return WhisperParams(
             num_mel_bins=int(pre["feature_size"]),
@@ -194,13 +206,41 @@ def frontend_of(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> Fron
     return _fbank(path, pre, config)
 
 
+EMBEDDING_EXTRACTOR = "SpeechEmbeddingFeatureExtractor"
+
+
+def _embedding(path: Path, pre: dict[str, Any]) -> EmbeddingParams:
+    """The backbone's two graphs must be in the directory, as the sha256 in the config says."""
+    params = EmbeddingParams(
+        frames=int(pre["embedding_frames"]),
+        melspectrogram=str(pre["melspectrogram"]),
+        embedding=str(pre["embedding_model"]),
+    )
+    if not 1 <= params.frames <= 100:
+        raise ValueError(f"embedding_frames {params.frames} is not 1 to 100")
+    digests = pre.get("sha256", {})
+    for name in (params.melspectrogram, params.embedding):
+        if Path(name).name != name:
+            raise KwsError(
+                f"model directory {path}: preprocessor_config.json names {name!r}, not a file name"
+            )
+        if not os.path.isfile(path / name):
+            raise KwsError(f"model directory {path}: {name} (the speech-embedding backbone) is missing")
+        if isinstance(digests, dict) and digests.get(name) and sha256_file(path / name) != digests[name]:
+            raise KwsError(
+                f"model directory {path}: {name} does not match its sha256 in preprocessor_config.json"
+            )
+    return params
+
+
 def _fbank(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> FbankParams:
     """ASTFeatureExtractor's fields; KeyError and ValueError for the caller's one-line message."""
     extractor = pre.get("feature_extractor_type", "ASTFeatureExtractor")
     if extractor != "ASTFeatureExtractor":
         raise KwsError(
             f"model directory {path}: feature extractor {extractor} is not supported "
-            "(ASTFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor, ClapFeatureExtractor)"
+            f"(ASTFeatureExtractor, {EMBEDDING_EXTRACTOR}, Wav2Vec2FeatureExtractor, "
+            "WhisperFeatureExtractor, ClapFeatureExtractor)"
         )
     fbank = FbankParams(
         num_mel_bins=int(pre.get("num_mel_bins", config.get("num_mel_bins", 128))),
@@ -223,7 +263,7 @@ def _fbank(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> FbankPara
 
 
 class Model:
-    """An onnxruntime session over one window of normalised log-mel frames."""
+    """An onnxruntime session over a batch of model inputs (windows, or utterances)."""
 
     def __init__(self, info: ModelInfo, threads: int = 1) -> None:
         import onnxruntime as ort
@@ -265,6 +305,8 @@ class Model:
         frontend = info.frontend
         if isinstance(frontend, FbankParams):
             silent = np.zeros((1, frontend.max_length, frontend.num_mel_bins), np.float32)
+        elif isinstance(frontend, EmbeddingParams):
+            silent = np.zeros((1, frontend.frames, EMBED_DIM), np.float32)
         elif isinstance(frontend, ClapParams):
             frames = frontend.max_samples // frontend.hop_length + 1
             channels = 4 if frontend.truncation == "fusion" else 1
@@ -286,18 +328,26 @@ class Model:
                 f"for {len(info.labels)} labels"
             )
 
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """One keyword window's input: log-mel frames x bins, or embeddings x 96."""
+        frontend = self.info.frontend
+        if isinstance(frontend, EmbeddingParams):
+            return (frontend.frames, EMBED_DIM)
+        return (self.info.fbank.max_length, self.info.fbank.num_mel_bins)
+
     def scores_each_window_alone(self) -> bool:
         """Whether a window scores the same in any batch. Plain dynamic int8 quantises activations
         over the whole batch, so batched windows would move each other's scores; our exports
         quantise per window (kws_daemon.toolchain.perwindow)."""
-        fb = self.info.fbank
-        windows = np.random.default_rng(0).standard_normal((2, fb.max_length, fb.num_mel_bins))
+        shape = self.window_shape
+        windows = np.random.default_rng(0).standard_normal((2, *shape))
         windows[1] *= 8.0
         alone = np.concatenate([self(w[None]) for w in windows])
         return bool(np.allclose(self(windows), alone, rtol=0, atol=1e-6))
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """Posteriors (softmax) for a batch [batch, max_length, mel_bins] of normalised windows."""
+        """Posteriors (softmax) for a batch of model inputs."""
         (logits,) = self._session.run(["logits"], {self._input: windows.astype(np.float32)})
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))

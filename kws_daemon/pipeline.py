@@ -1,9 +1,10 @@
 """Audio blocks in, keyword events out: VAD gate, streaming features, windows, model, spotter.
 
 Single-threaded and free of I/O, so the daemon, `detect` and the benchmarks all run this same code.
-Only the VAD runs on every block. Log-mel frames and the transformer are computed only for the
-windows the spotter asks for (kws_daemon.spotting: every hop while voiced in `running` mode, once
-per spoken command in `commands` mode), so a silent room costs almost nothing.
+Only the VAD runs on every block. The model's input (log-mel frames, or speech embeddings) and the
+model are computed only for the windows the spotter asks for (kws_daemon.spotting: every hop while
+voiced in `running` mode, once per spoken command in `commands` mode), so a silent room costs almost
+nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from kws_daemon.audio.vad import AlwaysOpen, VadGate
 from kws_daemon.config import DEFAULT_THRESHOLD, Config
 from kws_daemon.detector import Detector, KeywordEvent
 from kws_daemon.errors import KwsError
-from kws_daemon.features import FRAME_SHIFT, FrameStore, frame_count, int16_to_float, pad_and_normalise
+from kws_daemon.features import FRAME_SHIFT, frame_end_sample
+from kws_daemon.keyword_input import keyword_input
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, ModelInfo, Replay
 from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.sequences import SequenceMatcher
-from kws_daemon.spotting import Commands, Hit, SlidingWindows, frame_end_sample
+from kws_daemon.spotting import Commands, Hit, SlidingWindows
 
 RATE = 16000
 
@@ -72,18 +74,16 @@ class Pipeline:
         self.source = source
         self.stats = stats if stats is not None else LatencyStats()
         self.counters = PipelineCounters()
-        self._params = info.fbank
         self._vad: VadGate | AlwaysOpen = (
             VadGate(config.vad.aggressiveness, config.vad.frame_ms, config.vad.hangover_ms)
             if config.vad.enabled
             else AlwaysOpen()
         )
-        window = min(frame_count(RATE * config.detector.window_ms // 1000), info.fbank.max_length)
         hop = config.detector.hop_ms // 10
         pre_roll = config.vad.pre_roll_ms // 10
         # room for a window reaching back over the pre-roll from the end of the longest block (200 ms)
-        self._store = FrameStore(info.fbank.num_mel_bins, window + pre_roll + 2048)
-        self._window = window
+        self._input = keyword_input(info, config.detector.window_ms, pre_roll + 2048)
+        window = self._window = self._input.window_frames
         self._resampler: Resampler | None = None
         self._scoring_s = 0.0  # time spent in _score during the current spotter call
         self._near_misses = near_misses
@@ -124,7 +124,7 @@ class Pipeline:
             else np.zeros(0, np.int16)
         )
         events = self._consume(tail, t0, time.time(), t0)
-        hits = self.spotter.flush(self._store.n_frames, self._score)
+        hits = self.spotter.flush(self._input.n_frames, self._score)
         return events + self._events(hits, t0, time.time())
 
     def _consume(self, samples: np.ndarray, t_mono: float, t_wall: float, t0: float) -> list[KeywordEvent]:
@@ -132,11 +132,11 @@ class Pipeline:
         self.counters.samples += len(samples)
         is_open = self._vad(samples)
         self.stats.observe("vad", (time.monotonic() - t0) * 1000)
-        self._store.push(int16_to_float(samples))
+        self._input.push(samples)
         if is_open:
             self.counters.gate_open_blocks += 1
         t_s, self._scoring_s = time.monotonic(), 0.0
-        hits = self.spotter(self._vad, is_open, self._store.n_frames, self._score)
+        hits = self.spotter(self._vad, is_open, self._input.n_frames, self._score)
         self.stats.observe("detection", (time.monotonic() - t_s - self._scoring_s) * 1000)
         return self._events(hits, t_mono, t_wall) if hits else []
 
@@ -146,9 +146,9 @@ class Pipeline:
         if isinstance(self.model, Replay) and self.model.replaying:  # a sweep's later pass
             return self.model(None)[0]
         t_f = time.monotonic()
-        frames = self._store.frames(max(0, end - self._window), end)
+        window = self._input.window(end)
         t_a = time.monotonic()
-        posteriors = self.model(pad_and_normalise(frames, self._params)[None])[0]
+        posteriors = self.model(window[None])[0]
         t_b = time.monotonic()
         self.stats.observe("features", (t_a - t_f) * 1000)
         self.stats.observe("inference", (t_b - t_a) * 1000)
@@ -160,7 +160,7 @@ class Pipeline:
                 self.model.info.labels[best],
                 float(posteriors[best]),
                 end_sample / RATE,
-                self._store.audio(end_sample - self._window * FRAME_SHIFT, end_sample),
+                self._input.audio(end_sample - self._window * FRAME_SHIFT, end_sample),
             )
         return posteriors
 

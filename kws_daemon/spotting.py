@@ -16,15 +16,10 @@ import numpy as np
 from kws_daemon.audio.vad import AlwaysOpen, VadGate
 from kws_daemon.detector import Detector, threshold_vector
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
-from kws_daemon.features import FRAME_LENGTH, FRAME_SHIFT
+from kws_daemon.features import FRAME_SHIFT, frame_end_sample
 
 GRID_LAG = 2  # a frame ends 15 ms past its 10 ms slot: 1.5 frames, rounded up
 Score = Callable[[int], np.ndarray]
-
-
-def frame_end_sample(end_frame: int) -> int:
-    """The sample just past the last of `end_frame` frames."""
-    return (end_frame - 1) * FRAME_SHIFT + FRAME_LENGTH
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ threshold; events, hooks and metrics are those of the keyword modes.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.vad import VadGate
 from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent, threshold_vector
+from kws_daemon.embedding import EmbeddingParams, SpeechEmbedding
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
 from kws_daemon.features import Fbank, FbankParams, int16_to_float, pad_and_normalise
 from kws_daemon.frontends import (
@@ -36,15 +38,23 @@ from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
 
 class UtteranceInput:
     """One utterance or clip (int16, 16 kHz) as a model's input row, by its front end (a CLAP
-    model's at 48 kHz, for `eval`'s clips)."""
+    model's at 48 kHz, for `eval`'s clips; a speech-embedding head's, whose backbone is in
+    `directory`, with the clip in the middle of its window)."""
 
-    def __init__(self, frontend: Frontend) -> None:
+    def __init__(self, frontend: Frontend, directory: Path | None = None) -> None:
         self._frontend = frontend
+        self._embedding: SpeechEmbedding | None = None
+        if isinstance(frontend, EmbeddingParams):
+            if directory is None:
+                raise ValueError("a speech-embedding front end needs its model directory")
+            self._embedding = SpeechEmbedding(directory, frontend)
         self._fbank = Fbank(frontend.num_mel_bins) if isinstance(frontend, FbankParams) else None
         self._whisper = WhisperInput(frontend) if isinstance(frontend, WhisperParams) else None
         self._clap = ClapInput(frontend) if isinstance(frontend, ClapParams) else None
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
+        if self._embedding is not None:
+            return self._embedding.clip(samples)
         if isinstance(self._frontend, FbankParams):
             assert self._fbank is not None
             return pad_and_normalise(self._fbank(int16_to_float(samples)), self._frontend)
@@ -83,7 +93,7 @@ class UtterancePipeline:
         self._labels = info.labels
         self._threshold = threshold_vector(info.labels, keyword_thresholds(config, info))
         self._background = np.array([is_background_label(label) for label in info.labels])
-        self._input = UtteranceInput(info.frontend)
+        self._input = UtteranceInput(info.frontend, info.path)
         self._resampler: Resampler | None = None
 
     def process(self, block: AudioBlock) -> list[KeywordEvent]:

@@ -138,7 +138,7 @@ def test_each_100_ms_block_completes_one_window() -> None:
         pipeline.process(AudioBlock(audio[i : i + 1600], 16000, time.monotonic(), time.time()))
         assert pipeline.counters.windows == before + 1
         assert (
-            pipeline.spotter._last_end == pipeline._store.n_frames
+            pipeline.spotter._last_end == pipeline._input.n_frames
         )  # the newest frame: nothing left waiting
 
 

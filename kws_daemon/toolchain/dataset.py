@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -413,7 +413,8 @@ class Augmentation:
 
 
 class Augmenter:
-    """Places a clip in a one-second canvas, then speed, room, microphone, noise, channel and gain."""
+    """Places a clip in a canvas of the model's window (one second for the AST, 1.42 s for the
+    speech-embedding head), then speed, room, microphone, noise, channel and gain."""
 
     def __init__(
         self,
@@ -421,11 +422,13 @@ class Augmenter:
         rirs: list[np.ndarray],
         seed: int,
         probabilities: Augmentation | None = None,
+        length: int = CLIP,
     ) -> None:
         self.noise = [n.astype(np.float32) / 32768 for n in noise]
         self.rirs = rirs
         self.rng = np.random.default_rng(seed)
         self.p = probabilities or Augmentation()
+        self.length = length
 
     def _noise(self, n: int) -> np.ndarray:
         source = self.noise[self.rng.integers(len(self.noise))]
@@ -436,14 +439,16 @@ class Augmenter:
         """`anywhere`: a long clip is cut at a random second, as a sliding window cuts running speech,
         instead of around its loudest second."""
         rng = self.rng
-        if len(x) > CLIP and anywhere:
-            start = int(rng.integers(0, len(x) - CLIP + 1))
-            return x[start : start + CLIP]
-        if len(x) > CLIP:  # keep the loudest second
+        if len(x) > self.length and anywhere:
+            start = int(rng.integers(0, len(x) - self.length + 1))
+            return x[start : start + self.length]
+        if len(x) > self.length:  # keep the loudest second
             energy = np.convolve(x**2, np.ones(1600), mode="valid")[::160]
             centre = int(np.argmax(energy)) * 160 + 800
-            start = int(np.clip(centre - CLIP // 2 + rng.integers(-2000, 2000), 0, len(x) - CLIP))
-            return x[start : start + CLIP]
+            start = int(
+                np.clip(centre - self.length // 2 + rng.integers(-2000, 2000), 0, len(x) - self.length)
+            )
+            return x[start : start + self.length]
         return x
 
     def _room_and_microphone(self, canvas: np.ndarray) -> np.ndarray:
@@ -453,7 +458,7 @@ class Augmenter:
         if rng.random() < p.reverb:
             use_recorded = self.rirs and rng.random() < 0.5
             ir = self.rirs[rng.integers(len(self.rirs))] if use_recorded else synthetic_rir(rng)
-            wet = fftconvolve(canvas, ir)[:CLIP]
+            wet = fftconvolve(canvas, ir)[: self.length]
             canvas = wet * (np.abs(canvas).max() / (np.abs(wet).max() + 1e-9))
         if rng.random() < p.eq:
             canvas = sosfilt(butter(2, rng.uniform(40, 300), "highpass", fs=RATE, output="sos"), canvas)
@@ -471,7 +476,7 @@ class Augmenter:
         draw = rng.random()
         if draw < p.band_8k:
             canvas = soxr.resample(soxr.resample(canvas, RATE, 8000), 8000, RATE)
-            canvas = np.pad(canvas, (0, max(0, CLIP - len(canvas))))[:CLIP]
+            canvas = np.pad(canvas, (0, max(0, self.length - len(canvas))))[: self.length]
         elif draw < p.band_8k + p.telephone:
             canvas = sosfilt(butter(4, [300, 3400], "bandpass", fs=RATE, output="sos"), canvas)
         if rng.random() < p.codec:
@@ -490,14 +495,14 @@ class Augmenter:
         if strength and rng.random() < p.speed:
             x = soxr.resample(x, RATE, int(RATE * rng.uniform(0.88, 1.12)))
         x = self._cut(x, anywhere)
-        canvas = np.zeros(CLIP, dtype=np.float32)
-        offset = rng.integers(0, CLIP - len(x) + 1)
+        canvas = np.zeros(self.length, dtype=np.float32)
+        offset = rng.integers(0, self.length - len(x) + 1)
         canvas[offset : offset + len(x)] = x
         if not strength:
             return np.clip(canvas, -1, 1)
         canvas = self._room_and_microphone(canvas)
         if rng.random() < p.noise:
-            noise = self._noise(CLIP)
+            noise = self._noise(self.length)
             snr_db = rng.uniform(0, 30)
             p_sig = float(np.mean(canvas**2)) + 1e-9
             p_noise = float(np.mean(noise**2)) + 1e-9
@@ -508,13 +513,13 @@ class Augmenter:
 
     def background(self) -> np.ndarray:
         """One second of noise alone, from very quiet (silence) to loud."""
-        x = self._noise(CLIP)
+        x = self._noise(self.length)
         return x * (10 ** (self.rng.uniform(-60, -3) / 20) / (np.abs(x).max() + 1e-9))
 
 
 @dataclass
 class FeatureSet:
-    x: np.ndarray  # [n, 98, 128] float16 log-mel (not normalised)
+    x: np.ndarray  # [n, 98, 128] float16 log-mel (not normalised), or [n, 9, 96] embeddings
     y: np.ndarray  # [n] int64
     origin: np.ndarray  # [n] str
 
@@ -527,7 +532,12 @@ class FeatureSet:
         return cls(data["x"], data["y"], data["origin"])
 
 
-def featurise(items: Iterable[tuple[np.ndarray, int, str]]) -> FeatureSet:
+Item = tuple[np.ndarray, int, str]  # float audio in [-1, 1], label, origin
+Featuriser = Callable[[Iterable[Item]], FeatureSet]
+
+
+def featurise(items: Iterable[Item]) -> FeatureSet:
+    """The AST's log-mel frames of one-second clips."""
     fbank = Fbank(128)
     xs, ys, origins = [], [], []
     for audio, label, origin in items:
@@ -547,15 +557,17 @@ def build_features(
     ocean_crops: int = 4,
     augmentation: Augmentation | None = None,
     splits: tuple[str, ...] = ("train", "test", "xval"),
+    featuriser: Featuriser = featurise,
+    length: int = CLIP,
 ) -> dict[str, FeatureSet]:
     """Features per split: train (augmented copies; each real running-speech sentence cut at
     `ocean_crops` random seconds), and the held-out splits test and xval (clean, centred).
     The held-out clips are placed with the same generator after the training set, so an ablation
     that changes the augmentation scores on the reference run's held-out features, not its own."""
-    augment = Augmenter(corpus.noise_train, corpus.rirs, seed, augmentation)
+    augment = Augmenter(corpus.noise_train, corpus.rirs, seed, augmentation, length)
     background = LABELS.index(BACKGROUND)
 
-    def train_items() -> Iterator[tuple[np.ndarray, int, str]]:
+    def train_items() -> Iterator[Item]:
         for clip in corpus.clips:
             if clip.split != "train":
                 continue
@@ -569,19 +581,26 @@ def build_features(
         for _ in range(n_background):
             yield augment.background(), background, "noise"
 
-    def held_out(split: str) -> Iterator[tuple[np.ndarray, int, str]]:
+    def held_out(split: str) -> Iterator[Item]:
         for clip in corpus.clips:
             if clip.split == split:
                 yield augment(clip.audio, strength=0.0), clip.label, f"{clip.origin}|{clip.speaker}"
 
     make = {"train": train_items, "test": lambda: held_out("test"), "xval": lambda: held_out("xval")}
-    return {split: featurise(make[split]()) for split in splits}
+    return {split: featuriser(make[split]()) for split in splits}
 
 
-def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: int) -> tuple[FeatureSet, str]:
+def negative_features(
+    real_root: Path,
+    voices: list[Voice],
+    crops: int,
+    seed: int,
+    featuriser: Featuriser = featurise,
+    length: int = CLIP,
+) -> tuple[FeatureSet, str]:
     """Background-labelled windows cut anywhere in synthesised running speech, and their manifest hash."""
     noise_train, _ = split_noise(real_root)
-    augment = Augmenter(noise_train, room_impulses(), seed + 300)
+    augment = Augmenter(noise_train, room_impulses(), seed + 300, length=length)
     background = LABELS.index(BACKGROUND)
     spoken = list(synthesise_all(voices, list(NEGATIVE_SENTENCES)))
     digest = hashlib.sha256()
@@ -592,7 +611,7 @@ def negative_features(real_root: Path, voices: list[Voice], crops: int, seed: in
         for voice, _text, audio in spoken
         for _ in range(crops)
     )
-    return featurise(items), digest.hexdigest()
+    return featuriser(items), digest.hexdigest()
 
 
 def manifest_hash(corpus: Corpus) -> str:

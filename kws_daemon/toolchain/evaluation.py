@@ -20,7 +20,6 @@ import numpy as np
 from kws_daemon.config import DEFAULT_THRESHOLD, KEYWORD_MODES, Config, DetectorConfig, KeywordConfig
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream, swept
-from kws_daemon.features import Fbank
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.operating import SWEEP as THRESHOLDS
 from kws_daemon.operating import OperatingPoint, calibrate, summary
@@ -38,6 +37,7 @@ from kws_daemon.toolchain.dataset import (
     split_noise,
 )
 from kws_daemon.toolchain.synth import available_voices, synthesise_all, voice_sample
+from kws_daemon.utterances import UtteranceInput
 
 RATE = 16000
 TARGET_FA_PER_HOUR = 0.5  # what the calibrated thresholds aim for, all keywords together
@@ -122,18 +122,18 @@ def noise_windows_accepted(
     """The share of 1 s windows of held-out noise, at levels from quiet to loud, whose top label is
     a keyword with probability above `p`."""
     rng = np.random.default_rng(seed + 400)
-    fbank = Fbank(model.info.fbank.num_mel_bins)
-    frames = []
+    to_input = UtteranceInput(model.info.frontend, model.info.path)
+    inputs = []
     for source in noise:
         for start in range(0, len(source) - RATE, RATE // 2):
             x = source[start : start + RATE].astype(np.float32)
-            x = x / (np.abs(x).max() + 1e-9) * 10 ** (rng.uniform(-50, -3) / 20)
-            frames.append(fbank(x)[: model.info.fbank.max_length])
-    posteriors = clip_posteriors(model, np.stack(frames))
+            x = x / (np.abs(x).max() + 1e-9) * 10 ** (rng.uniform(-50, -3) / 20) * 32768
+            inputs.append(to_input(np.round(x).astype(np.int16)))
+    posteriors = np.concatenate([model(np.stack(inputs[i : i + 64])) for i in range(0, len(inputs), 64)])
     background = model.info.labels.index(BACKGROUND)
     top = posteriors.argmax(-1)
     accepted = (top != background) & (posteriors.max(-1) > p)
-    return {"windows": len(frames), "accepted": round(float(accepted.mean()), 4), "p": p}
+    return {"windows": len(inputs), "accepted": round(float(accepted.mean()), 4), "p": p}
 
 
 def _curve(
@@ -290,9 +290,7 @@ def inference_latency_ms(model: Model, n: int = 300) -> dict[str, float]:
     """Per-window int8 inference on one thread (the model was loaded with threads=1)."""
     import time
 
-    window = (
-        np.random.default_rng(0).standard_normal((1, model.info.fbank.max_length, 128)).astype(np.float32)
-    )
+    window = np.random.default_rng(0).standard_normal((1, *model.window_shape)).astype(np.float32)
     model(window)
     times = []
     for _ in range(n):

@@ -184,10 +184,16 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, features: FeatureSet, batch: int = 512) -> np.ndarray:
+def predict(
+    model: nn.Module,
+    features: FeatureSet,
+    batch: int = 512,
+    inputs: Callable[[torch.Tensor], torch.Tensor] = normalise,
+) -> np.ndarray:
+    """`inputs` turns cached features into the model's input (default: the AST's normalised log-mel)."""
     model.eval().to(DEVICE)
     chunks = [
-        logits_of(model, normalise(torch.from_numpy(features.x[i : i + batch]).to(DEVICE))).cpu().numpy()
+        logits_of(model, inputs(torch.from_numpy(features.x[i : i + batch]).to(DEVICE))).cpu().numpy()
         for i in range(0, len(features.y), batch)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, len(LABELS)))
@@ -233,13 +239,17 @@ def fit(
     log: Callable[[str], None] = print,
     keep_best: bool = True,
     score: Callable[[np.ndarray], float] | None = None,
+    inputs: Callable[[torch.Tensor], torch.Tensor] = normalise,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> list[dict[str, Any]]:
     """Trains with AdamW and a cosine schedule on the GPU if there is one; resumes from `checkpoint`.
 
     Ends with the weights of the best validation epoch, or with the last (`keep_best=False`) when
     validation cannot see what the training is for (it holds keywords only, no background).
-    `score` rates the validation logits (default: top-1 accuracy over all clips).
+    `score` rates the validation logits (default: top-1 accuracy over all clips); `inputs` and
+    `augment` (default: SpecAugment) prepare a batch of cached features for other model kinds.
     """
+    augment = augment or spec_augment
     rate = score or (lambda logits: accuracy(logits, val.y))
     model.to(DEVICE)
     optimiser = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
@@ -280,7 +290,7 @@ def fit(
         t0, c0, losses = time.monotonic(), time.process_time(), []
         for step in range(steps_per_epoch):
             idx = order[step * schedule.batch : (step + 1) * schedule.batch]
-            x = spec_augment(normalise(x_all[idx]), gen)
+            x = augment(inputs(x_all[idx].to(DEVICE)), gen)
             logits = logits_of(model, x)
             loss = F.cross_entropy(logits, y_all[idx], label_smoothing=0.1)
             if soft is not None:
@@ -297,7 +307,7 @@ def fit(
             losses.append(float(loss.detach()))
         elapsed += time.monotonic() - t0
         cpu += time.process_time() - c0
-        val_acc = rate(predict(model, val))
+        val_acc = rate(predict(model, val, inputs=inputs))
         record = {
             "epoch": epoch + 1,
             "minutes": round(elapsed / 60, 2),

@@ -1,0 +1,116 @@
+"""Training data for a head on speech_embedding: the backbone's two ONNX files, taken from the
+openwakeword wheel with their licence, and the training clips turned into embedding windows.
+
+The clips and their augmentation are the AST recipe's (kws_daemon.toolchain.dataset), on a canvas
+of the head's window instead of one second; only the featuriser differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from kws_daemon.embedding import EmbeddingParams, SpeechEmbedding
+from kws_daemon.errors import KwsError
+from kws_daemon.toolchain.dataset import Corpus, FeatureSet, Item
+
+BATCH = 64
+BACKBONE_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
+ATTRIBUTION = (
+    "speech_embedding by Google (Lin et al., 'Training keyword spotters with limited and synthesized "
+    "speech data', ICASSP 2020), Apache-2.0; ONNX port from openWakeWord 0.4.0 (David Scripka), Apache-2.0"
+)
+NOTICE = f"""This model directory contains two files that are not kws-daemon's own work:
+
+  melspectrogram.onnx, embedding_model.onnx
+
+{ATTRIBUTION}.
+Original model: https://tfhub.dev/google/speech_embedding/1 (Apache License 2.0).
+ONNX files as distributed in the openwakeword 0.4.0 wheel (openwakeword/resources/models/),
+https://github.com/dscripka/openWakeWord, Apache License 2.0.
+
+Licensed under the Apache License, Version 2.0 (the "License"); you may not use these files except
+in compliance with the License. You may obtain a copy of the License at
+http://www.apache.org/licenses/LICENSE-2.0. Unless required by applicable law or agreed to in
+writing, software distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+"""
+
+
+def backbone_source() -> Path:
+    """The folder of the openwakeword wheel's ONNX models (the train extra installs it)."""
+    try:
+        import openwakeword
+    except ImportError:
+        raise KwsError(
+            "the speech-embedding backbone comes from the openwakeword 0.4.0 wheel: "
+            "pip install 'openwakeword==0.4.0' (or the compare extra)"
+        ) from None
+    folder = Path(openwakeword.__file__).parent / "resources" / "models"
+    missing = [f for f in BACKBONE_FILES if not (folder / f).is_file()]
+    if missing:
+        raise KwsError(f"openwakeword at {folder} lacks {', '.join(missing)}")
+    return folder
+
+
+def copy_backbone(directory: Path) -> dict[str, str]:
+    """Copies the two graphs and the NOTICE into a model directory; their sha256 by name."""
+    source = backbone_source()
+    directory.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for name in BACKBONE_FILES:
+        shutil.copyfile(source / name, directory / name)
+        digests[name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    (directory / "NOTICE").write_text(NOTICE)
+    return digests
+
+
+def embedding_featuriser(backbone: SpeechEmbedding) -> object:
+    """A dataset.Featuriser: windows of float audio -> [n, frames, 96] float16 embeddings."""
+    length = backbone.params.window_samples
+
+    def featurise(items: Iterable[Item]) -> FeatureSet:
+        xs, ys, origins, batch = [], [], [], []
+
+        def run() -> None:
+            xs.append(backbone.windows(np.stack(batch) * 32768).astype(np.float16))
+            batch.clear()
+
+        for audio, label, origin in items:
+            fitted = np.zeros(length, np.float32)
+            fitted[: min(len(audio), length)] = audio[:length]
+            batch.append(fitted)
+            ys.append(label)
+            origins.append(origin)
+            if len(batch) == BATCH:
+                run()
+        if batch:
+            run()
+        x = np.concatenate(xs) if xs else np.zeros((0, backbone.params.frames, 96), np.float16)
+        return FeatureSet(x, np.asarray(ys, dtype=np.int64), np.asarray(origins))
+
+    return featurise
+
+
+def save_corpus(corpus: Corpus, path: Path) -> None:
+    """The synthesised and loaded clips, so that later stages and reruns skip the synthesis."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(corpus, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+
+
+def load_corpus(path: Path) -> Corpus:
+    with path.open("rb") as f:
+        corpus = pickle.load(f)
+    assert isinstance(corpus, Corpus)
+    return corpus
+
+
+def default_params() -> EmbeddingParams:
+    return EmbeddingParams()
