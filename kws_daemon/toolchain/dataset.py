@@ -397,6 +397,17 @@ def synthetic_rir(rng: np.random.Generator) -> np.ndarray:
     return (ir / np.abs(ir).max()).astype(np.float32)
 
 
+def trim_to_voice(x: np.ndarray, floor_db: float = 35.0, margin: int = 800) -> np.ndarray:
+    """The stretch of 10 ms frames within `floor_db` of the loudest, with 50 ms either side: a
+    recorded clip's word without the silence its recorder left around it."""
+    n = len(x) // 160
+    if n == 0:
+        return x
+    level = 10 * np.log10(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(level > level.max() - floor_db)
+    return x[max(0, loud[0] * 160 - margin) : (loud[-1] + 1) * 160 + margin]
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Probabilities of each augmentation (zero switches one off). The channel augmentations
@@ -423,12 +434,17 @@ class Augmenter:
         seed: int,
         probabilities: Augmentation | None = None,
         length: int = CLIP,
+        placement: str = "anywhere",
     ) -> None:
+        """`placement` of a word shorter than the canvas: "anywhere" (uniform), or "word": trimmed to
+        its voice, then centred (as `eval` places a clip) or ending 50-450 ms before the canvas ends
+        (as a commands-mode window holds a word that the endpointer has just closed)."""
         self.noise = [n.astype(np.float32) / 32768 for n in noise]
         self.rirs = rirs
         self.rng = np.random.default_rng(seed)
         self.p = probabilities or Augmentation()
         self.length = length
+        self.placement = placement
 
     def _noise(self, n: int) -> np.ndarray:
         source = self.noise[self.rng.integers(len(self.noise))]
@@ -450,6 +466,14 @@ class Augmenter:
             )
             return x[start : start + self.length]
         return x
+
+    def _offset(self, x: np.ndarray, anywhere: bool) -> int:
+        rng, room = self.rng, self.length - len(x)
+        if self.placement == "anywhere" or anywhere or room <= 0:
+            return int(rng.integers(0, room + 1))
+        if rng.random() < 0.5:
+            return int(np.clip(room // 2 + rng.integers(-1600, 1601), 0, room))
+        return int(np.clip(room - rng.integers(800, 7201), 0, room))
 
     def _room_and_microphone(self, canvas: np.ndarray) -> np.ndarray:
         from scipy.signal import butter, fftconvolve, lfilter, sosfilt
@@ -492,12 +516,13 @@ class Augmenter:
 
         rng, p = self.rng, self.p
         x = audio.astype(np.float32) / 32768
+        if self.placement == "word" and not anywhere:
+            x = trim_to_voice(x)
         if strength and rng.random() < p.speed:
             x = soxr.resample(x, RATE, int(RATE * rng.uniform(0.88, 1.12)))
         x = self._cut(x, anywhere)
         canvas = np.zeros(self.length, dtype=np.float32)
-        offset = rng.integers(0, self.length - len(x) + 1)
-        canvas[offset : offset + len(x)] = x
+        canvas[(offset := self._offset(x, anywhere)) : offset + len(x)] = x
         if not strength:
             return np.clip(canvas, -1, 1)
         canvas = self._room_and_microphone(canvas)
@@ -559,12 +584,14 @@ def build_features(
     splits: tuple[str, ...] = ("train", "test", "xval"),
     featuriser: Featuriser = featurise,
     length: int = CLIP,
+    placement: str = "anywhere",
+    clean_real: bool = False,
 ) -> dict[str, FeatureSet]:
     """Features per split: train (augmented copies; each real running-speech sentence cut at
     `ocean_crops` random seconds), and the held-out splits test and xval (clean, centred).
     The held-out clips are placed with the same generator after the training set, so an ablation
     that changes the augmentation scores on the reference run's held-out features, not its own."""
-    augment = Augmenter(corpus.noise_train, corpus.rirs, seed, augmentation, length)
+    augment = Augmenter(corpus.noise_train, corpus.rirs, seed, augmentation, length, placement)
     background = LABELS.index(BACKGROUND)
 
     def train_items() -> Iterator[Item]:
@@ -578,6 +605,8 @@ def build_features(
             copies = copies_real if clip.origin.startswith("real") else copies_synth
             for _ in range(copies):
                 yield augment(clip.audio), clip.label, clip.origin
+            if clean_real and clip.origin.startswith("real"):  # as recorded, besides the copies
+                yield augment(clip.audio, strength=0.0), clip.label, clip.origin
         for _ in range(n_background):
             yield augment.background(), background, "noise"
 

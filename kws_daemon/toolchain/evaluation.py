@@ -454,6 +454,8 @@ def trained_model_card(kws: dict[str, Any], kept: str | None = None) -> str:
     part of an earlier card before its results, for a model made by an earlier recipe) and every
     number this evaluation measured."""
     prov = kws["provenance"]
+    if prov.get("kind") == "trained-embedding-head":
+        return _made_embedding(kws) + _results(kws["evaluation"], prov["script"])
     made_here = "xval" in prov.get("data", {}).get("clips", {})
     if made_here or kept is None:
         return _made(kws) + _results(kws["evaluation"])
@@ -521,12 +523,54 @@ smoothing 0.1, `_background_` {_pct(schedule.get("background_share"))} of the dr
 """
 
 
-def _results(ev: dict[str, Any]) -> str:
+def _made_embedding(kws: dict[str, Any]) -> str:
+    prov, ev = kws["provenance"], kws["evaluation"]
+    head, data = prov["head"], prov["data"]
+    heads = "\n".join(
+        f"| {name} | {_pct(r['cross_source'])} | {_pct(r['test'])} |" for name, r in prov["heads"].items()
+    )
+    curve = _table(
+        [[h["epoch"], h["minutes"], h["loss"], _pct(h["val_acc"])] for h in prov["history"]],
+        ["epoch", "minutes", "loss", "cross-source (macro over held-out sources)"],
+    )
+    return f"""# kws-daemon default model
+
+A {head["kind"]} head ({head["parameters"]:,} parameters, int8 ONNX) on Google's speech_embedding,
+frozen: {kws["attribution"]}. The backbone's two graphs (`melspectrogram.onnx`, 32 log-mel bins every
+10 ms; `embedding_model.onnx`, one 96-number embedding of 782 ms every 80 ms) sit beside the head, with
+their sha256 in preprocessor_config.json and their licence in NOTICE. The head reads the last
+{head["frames"]} embeddings (1.42 s) and scores the 35 Speech Commands v2 words plus `_background_`.
+{ev["summary"]["model_bytes"] / 1e6:.2f} MB head; licences: {kws["licence"]}.
+
+Trained by `{prov["script"]}` (seed {prov["seed"]}; the last invocation: `{" ".join(prov["argv"])}`),
+data manifest sha256 `{data["manifest_sha256"][:16]}…`, {data["features"]["train"]} augmented training
+windows plus {prov["negatives"]["windows"]} hard negatives cut anywhere in synthesised sentences.
+The same corpus, splits and augmentation as the AST recipe (docs/training.md): real keywords from
+../shared/data/kws-real and speech-ocean digits, speech-ocean's training speakers' sentences as
+`_background_`, every installed synthetic voice, noise.
+
+## Heads compared on the same held-out sources
+Cross-source: macro over whole recording sources that training never saw; test: new speakers of
+the training sources.
+
+| head | cross-source | test |
+|---|---|---|
+{heads}
+
+The {head["kind"]} head's curve:
+
+{curve}
+
+"""
+
+
+def _results(ev: dict[str, Any], script: str = "scripts/train-default-model") -> str:
     xval, test, streams_ = ev["xval"], ev["test"], ev["streams"]
+    stages = "features,evaluate" if "embedding" in script else "data,evaluate"
     return f"""## Results (int8 ONNX through the daemon's own front end)
-Measured by `scripts/train-default-model --stages data,evaluate --output <model dir>` (`data`
+Measured by `{script} --stages {stages} --output <model dir>` (the first stage
 builds the held-out sets, `evaluate` writes this card and the `evaluation` of kws.json); what each
-part of the recipe gives on the same validation: the ablations in docs/training.md.
+part of the recipe gives on the same validation: docs/training.md.
 
 - Cross-source (macro over held-out sources): **{_pct(xval["cross_source"])}**; all xval clips
   {_pct(xval["accuracy"])} ({xval["clips"]}), macro over words {_pct(xval["macro_over_words"])},
