@@ -96,7 +96,17 @@ class Pipeline:
             if not config.vad.enabled:
                 raise KwsError("detector.mode 'commands' needs the VAD (vad.enabled: true)")
             frame = RATE * config.vad.frame_ms // 1000
-            self.spotter = Commands(info.labels, thresholds, config.endpointer, frame, window, hop)
+            tail_ms, count = info.kws.get("command_tail_ms"), info.kws.get("command_windows")
+            self.spotter = Commands(
+                info.labels,
+                thresholds,
+                config.endpointer,
+                frame,
+                window,
+                hop,
+                tail=tail_ms // 10 if isinstance(tail_ms, int) and 0 <= tail_ms <= 2000 else None,
+                windows=count if isinstance(count, int) and 1 <= count <= 10 else Commands.WINDOWS,
+            )
         else:
             detector = Detector(
                 info.labels,

@@ -91,7 +91,7 @@ class Commands:
     silence around it, the windows holding it are scored and averaged; other speech is never
     scored at all, so running speech costs no inference either."""
 
-    WINDOWS = 3  # windows averaged per command, a hop apart, each ending after the word
+    WINDOWS = 3  # windows averaged per command (by default), a hop apart, each ending after the word
 
     def __init__(
         self,
@@ -101,8 +101,17 @@ class Commands:
         frame_samples: int,
         window: int,
         hop: int,
+        tail: int | None = None,
+        windows: int = WINDOWS,
     ) -> None:
+        """`tail`: frames from the word's voiced end to the end of its last window, where the model
+        wants the word to sit (kws.json `command_tail_ms`), waiting for them if the segment closed
+        sooner; None: the audio's end when the segment closes. `windows`: how many are averaged
+        (kws.json `command_windows`)."""
         self.labels = labels
+        self._tail = tail
+        self._windows = windows
+        self._pending: list[Segment] = []  # closed, waiting for their tail
         self._threshold = threshold_vector(labels, thresholds)
         self.endpointer = Endpointer(config, frame_samples)
         self._config = config
@@ -114,13 +123,29 @@ class Commands:
         self._after_heard = False
 
     def __call__(self, vad: VadGate | AlwaysOpen, is_open: bool, n_frames: int, score: Score) -> list[Hit]:
-        segments = self.endpointer(getattr(vad, "decisions", []))
-        return [hit for s in segments if (hit := self._decide(s, n_frames, score)) is not None]
+        self._pending += self.endpointer(getattr(vad, "decisions", []))
+        return self._due(n_frames, score, everything=False)
 
     def flush(self, n_frames: int, score: Score) -> list[Hit]:
         """End of stream: a word still open is taken as ended where the audio ends."""
-        closed = self.endpointer.finish()
-        return [hit for s in closed if (hit := self._decide(s, n_frames, score)) is not None]
+        self._pending += self.endpointer.finish()
+        return self._due(n_frames, score, everything=True)
+
+    def _due(self, n_frames: int, score: Score, everything: bool) -> list[Hit]:
+        """Decisions on the closed segments whose tail has arrived, in order."""
+        hits = []
+        while self._pending:
+            segment = self._pending[0]
+            if not everything and self._tail is not None and self._word_end(segment) + self._tail > n_frames:
+                break
+            self._pending.pop(0)
+            if (hit := self._decide(segment, n_frames, score)) is not None:
+                hits.append(hit)
+        return hits
+
+    @staticmethod
+    def _word_end(segment: Segment) -> int:
+        return segment.end // FRAME_SHIFT + 2
 
     def _decide(self, segment: Segment, n_frames: int, score: Score) -> Hit | None:
         self.segments += 1
@@ -128,8 +153,9 @@ class Commands:
         if not segment.is_command(self._config, after_command=after_command):
             return None
         self.commands += 1
-        word_end_frame = segment.end // FRAME_SHIFT + 2
-        ends = [n_frames - k * self._hop for k in range(self.WINDOWS)]
+        word_end_frame = self._word_end(segment)
+        last = n_frames if self._tail is None else min(n_frames, word_end_frame + self._tail)
+        ends = [last - k * self._hop for k in range(self._windows)]
         ends = [e for e in ends if e >= word_end_frame and e - self._window <= segment.start // FRAME_SHIFT]
         if not ends:
             ends = [min(n_frames, max(word_end_frame, segment.start // FRAME_SHIFT + self._window))]

@@ -9,6 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_WAV = ROOT / "demo" / "demo.wav"
+# the AST that shipped before the speech-embedding head: AST-specific tests run on it
+AST_MODEL = ROOT / "models" / "ast"
 KWS_REAL = Path(os.environ.get("KWS_REAL_DATA", ROOT.parent / "shared" / "data" / "kws-real"))
 
 

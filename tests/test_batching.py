@@ -17,8 +17,7 @@ def model() -> Model:
 
 
 def _windows(model: Model, n: int, seed: int) -> np.ndarray:
-    fb = model.info.fbank
-    return np.random.default_rng(seed).standard_normal((n, fb.max_length, fb.num_mel_bins)).astype(np.float32)
+    return np.random.default_rng(seed).standard_normal((n, *model.window_shape)).astype(np.float32)
 
 
 def test_busy_streams_share_calls_and_get_their_own_posteriors(model: Model) -> None:

@@ -33,7 +33,9 @@ def _backbone_folder() -> Path:
     try:
         import openwakeword
     except ImportError:
-        pytest.skip("no speech-embedding backbone: the shipped model is not of that kind and openwakeword is absent")
+        pytest.skip(
+            "no speech-embedding backbone: the shipped model is not of that kind and openwakeword is absent"
+        )
     return Path(openwakeword.__file__).parent / "resources" / "models"
 
 
@@ -112,12 +114,12 @@ def test_a_missing_or_altered_backbone_is_a_one_line_error(head_dir: Path, tmp_p
     broken = tmp_path / "model"
     shutil.copytree(head_dir, broken)
     (broken / "embedding_model.onnx").unlink()
-    with pytest.raises(KwsError, match="embedding_model.onnx .*missing"):
+    with pytest.raises(KwsError, match=r"embedding_model\.onnx .*missing"):
         ModelInfo.load(broken)
     shutil.copyfile(head_dir / "embedding_model.onnx", broken / "embedding_model.onnx")
     with (broken / "melspectrogram.onnx").open("ab") as f:
         f.write(b"\0")
-    with pytest.raises(KwsError, match="melspectrogram.onnx does not match its sha256"):
+    with pytest.raises(KwsError, match=r"melspectrogram\.onnx does not match its sha256"):
         ModelInfo.load(broken)
     done = kws("detect", "--model", str(broken), str(ROOT / "demo" / "demo.wav"))
     assert done.returncode == 1
@@ -135,7 +137,9 @@ def test_the_directory_carries_notice_and_digests(head_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["commands", "running"])
-def test_detect_runs_an_embedding_head_in_both_keyword_modes(head_dir: Path, tmp_path: Path, mode: str) -> None:
+def test_detect_runs_an_embedding_head_in_both_keyword_modes(
+    head_dir: Path, tmp_path: Path, mode: str
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"model: {head_dir}\ndetector:\n  mode: {mode}\n  threshold: 0.0\n")
     done = kws("detect", "--config", str(config), "--json", str(ROOT / "demo" / "demo.wav"))

@@ -121,7 +121,7 @@ def test_replay_serves_recorded_posteriors_in_order() -> None:
 
 
 def model_shape(model: Model) -> tuple[int, int]:
-    return model.info.fbank.max_length, model.info.fbank.num_mel_bins
+    return model.window_shape
 
 
 def test_manifest_paths_are_relative_to_it(tmp_path: Path) -> None:

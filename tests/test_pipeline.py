@@ -16,7 +16,7 @@ from kws_daemon.detector import Detector
 from kws_daemon.features import Fbank, pad_and_normalise
 from kws_daemon.model import Model, ModelInfo, default_model_dir
 from kws_daemon.pipeline import Pipeline, keyword_thresholds
-from tests.conftest import DEMO_WAV
+from tests.conftest import AST_MODEL, DEMO_WAV
 
 LABELS = ("yes", "no", "_background_")
 RUNNING = DetectorConfig(mode="running")
@@ -90,7 +90,7 @@ class RecordingModel(Model):
 
     def __init__(self) -> None:
         self.windows: list[np.ndarray] = []
-        super().__init__(ModelInfo.load(default_model_dir()))
+        super().__init__(ModelInfo.load(AST_MODEL))
         self.windows.clear()  # only the pipeline's windows count, not a check made while loading
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:

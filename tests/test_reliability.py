@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from kws_daemon.config import load, parse
-from tests.conftest import DEMO_WAV, ROOT, kws
+from tests.conftest import AST_MODEL, DEMO_WAV, ROOT, kws
 from tests.test_service import DaemonProcess, free_port, write_config
 
-MODEL = ROOT / "models" / "default"
+MODEL = AST_MODEL  # the corruptions edit an AST's preprocessor fields (the embedding kind's: test_embedding)
 
 
 def _one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:

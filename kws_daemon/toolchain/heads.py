@@ -128,6 +128,8 @@ def export_head(model: nn.Module, frames: int, path: Path) -> None:
     """fp32 ONNX: input "embeddings" [batch, frames, 96], output "logits"."""
     model.eval().cpu()
     dummy = torch.zeros(1, frames, EMBED_DIM)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # its fused encoder op has no ONNX export
     with torch.no_grad(), warnings.catch_warnings():  # the TorchScript exporter, as for the AST
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
@@ -140,3 +142,4 @@ def export_head(model: nn.Module, frames: int, path: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+    torch.backends.mha.set_fastpath_enabled(fastpath)
