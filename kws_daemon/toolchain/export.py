@@ -110,19 +110,31 @@ def _load_model(source: str | Path) -> tuple[Any, dict[str, list[str]]]:
 def export_fp32(model: Any, path: Path, max_length: int, mel_bins: int) -> None:
     import torch
 
-    example = torch.zeros(1, max_length, mel_bins)
-    with torch.no_grad(), warnings.catch_warnings():  # TorchScript exporter on purpose: see the docstring
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["input_values"],
-            output_names=["logits"],
-            dynamic_axes={"input_values": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    torch_to_onnx(model, torch.zeros(1, max_length, mel_bins), "input_values", path)
+
+
+def torch_to_onnx(model: Any, example: Any, input_name: str, path: Path) -> None:
+    """fp32 ONNX with a batch axis, output "logits"; the TorchScript exporter on purpose (see the
+    docstring), with the fused attention fast path off (that op has no ONNX export)."""
+    import torch
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=[input_name],
+                output_names=["logits"],
+                dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def torch_logits(model: Any, windows: np.ndarray, batch: int = 16) -> np.ndarray:

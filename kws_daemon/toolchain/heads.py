@@ -10,7 +10,6 @@ Each normalises its input with the training set's per-dimension mean and std, ba
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,20 +125,6 @@ def jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def export_head(model: nn.Module, frames: int, path: Path) -> None:
     """fp32 ONNX: input "embeddings" [batch, frames, 96], output "logits"."""
-    model.eval().cpu()
-    dummy = torch.zeros(1, frames, EMBED_DIM)
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # its fused encoder op has no ONNX export
-    with torch.no_grad(), warnings.catch_warnings():  # the TorchScript exporter, as for the AST
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (dummy,),
-            str(path),
-            input_names=["embeddings"],
-            output_names=["logits"],
-            dynamic_axes={"embeddings": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    torch.backends.mha.set_fastpath_enabled(fastpath)
+    from kws_daemon.toolchain.export import torch_to_onnx
+
+    torch_to_onnx(model.eval().cpu(), torch.zeros(1, frames, EMBED_DIM), "embeddings", path)
