@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kws_daemon.embedding import EmbeddingParams, SpeechEmbedding
+from kws_daemon.embedding import SpeechEmbedding
 from kws_daemon.errors import KwsError
-from kws_daemon.toolchain.dataset import Corpus, FeatureSet, Item
+from kws_daemon.toolchain.dataset import Corpus, FeatureSet, Featuriser, Item
 
 BATCH = 64
 BACKBONE_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
@@ -70,7 +70,7 @@ def copy_backbone(directory: Path) -> dict[str, str]:
     return digests
 
 
-def embedding_featuriser(backbone: SpeechEmbedding) -> object:
+def embedding_featuriser(backbone: SpeechEmbedding) -> Featuriser:
     """A dataset.Featuriser: windows of float audio -> [n, frames, 96] float16 embeddings."""
     length = backbone.params.window_samples
 
@@ -110,7 +110,3 @@ def load_corpus(path: Path) -> Corpus:
         corpus = pickle.load(f)
     assert isinstance(corpus, Corpus)
     return corpus
-
-
-def default_params() -> EmbeddingParams:
-    return EmbeddingParams()
