@@ -62,33 +62,43 @@ class SpeechEmbedding:
         self._mel = _session(directory / params.melspectrogram, threads)
         self._embed = _session(directory / params.embedding, threads)
 
+    def _mel_rows(self, audio: np.ndarray) -> np.ndarray:
+        """[batch, frames, 32] for rows of float samples in int16 units; openWakeWord's x/10 + 2
+        scaling, which brings the ONNX port close to the original TensorFlow front end."""
+        (out,) = self._mel.run(None, {"input": audio.astype(np.float32)})  # type: ignore[attr-defined]
+        return np.asarray(out[:, 0] / 10 + 2, dtype=np.float32)
+
+    def _embed_rows(self, windows: np.ndarray) -> np.ndarray:
+        """[n, 96] for n windows [n, 76, 32] of mel frames."""
+        feed = {"input_1": np.ascontiguousarray(windows, dtype=np.float32)[..., None]}
+        (out,) = self._embed.run(None, feed)  # type: ignore[attr-defined]
+        return np.asarray(out[:, 0, 0, :], dtype=np.float32)
+
+    @staticmethod
+    def _windows_of(mel: np.ndarray, n: int) -> np.ndarray:
+        """The first n windows of 76 mel frames, every 8, of [..., frames, 32] mel: [..., n, 76, 32]."""
+        view = np.lib.stride_tricks.sliding_window_view(mel, EMBED_WINDOW, axis=-2)  # [..., k, 32, 76]
+        return np.swapaxes(view[..., ::EMBED_HOP, :, :][..., :n, :, :], -1, -2)
+
     def mel(self, audio: np.ndarray) -> np.ndarray:
-        """[frames, 32] for float samples in int16 units; openWakeWord's x/10 + 2 scaling, which
-        brings the ONNX port close to the original TensorFlow front end."""
+        """[frames, 32] for float samples in int16 units."""
         if len(audio) < MEL_FRAME:
             return np.zeros((0, MEL_BINS), np.float32)
-        (out,) = self._mel.run(None, {"input": audio.astype(np.float32)[None]})  # type: ignore[attr-defined]
-        return np.asarray(out[0, 0] / 10 + 2, dtype=np.float32)
+        return self._mel_rows(audio[None])[0]
 
     def embed(self, mel: np.ndarray) -> np.ndarray:
         """[n, 96]: one embedding per 76 mel frames, every 8."""
         n = 0 if len(mel) < EMBED_WINDOW else 1 + (len(mel) - EMBED_WINDOW) // EMBED_HOP
         if n == 0:
             return np.zeros((0, EMBED_DIM), np.float32)
-        windows = np.lib.stride_tricks.sliding_window_view(mel, (EMBED_WINDOW, MEL_BINS))[::EMBED_HOP, 0][:n]
-        (out,) = self._embed.run(None, {"input_1": np.ascontiguousarray(windows)[..., None]})  # type: ignore[attr-defined]
-        return np.asarray(out[:, 0, 0, :], dtype=np.float32)
+        return self._embed_rows(self._windows_of(mel, n))
 
     def windows(self, audio: np.ndarray) -> np.ndarray:
         """[batch, frames, 96] for a batch [batch, window_samples] of int16-scaled windows."""
-        (mel,) = self._mel.run(None, {"input": audio.astype(np.float32)})  # type: ignore[attr-defined]
-        mel = mel[:, 0] / 10 + 2  # [batch, mel frames, 32]
-        starts = range(0, self.params.frames * EMBED_HOP, EMBED_HOP)
-        stacked = np.stack([mel[:, s : s + EMBED_WINDOW] for s in starts], axis=1)
-        (out,) = self._embed.run(  # type: ignore[attr-defined]
-            None, {"input_1": stacked.reshape(-1, EMBED_WINDOW, MEL_BINS, 1).astype(np.float32)}
-        )
-        return np.asarray(out.reshape(len(audio), self.params.frames, EMBED_DIM), dtype=np.float32)
+        frames = self.params.frames
+        stacked = self._windows_of(self._mel_rows(audio), frames)  # [batch, frames, 76, 32]
+        out = self._embed_rows(stacked.reshape(-1, EMBED_WINDOW, MEL_BINS))
+        return out.reshape(len(audio), frames, EMBED_DIM)
 
     def clip(self, samples: np.ndarray) -> np.ndarray:
         """A head's input [frames, 96] for int16 samples of one clip: the clip is placed in the middle
@@ -101,7 +111,7 @@ class SpeechEmbedding:
         else:
             before = (length - len(x)) // 2
             x = np.pad(x, (before, length - len(x) - before))
-        return self.embed(self.mel(x))
+        return self.windows(x[None])[0]
 
 
 class EmbeddingStore:

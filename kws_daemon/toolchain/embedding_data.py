@@ -7,7 +7,6 @@ of the head's window instead of one second; only the featuriser differs.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ import numpy as np
 
 from kws_daemon.embedding import SpeechEmbedding
 from kws_daemon.errors import KwsError
+from kws_daemon.model import sha256_file
 from kws_daemon.toolchain.dataset import Corpus, FeatureSet, Featuriser, Item
 
 BATCH = 64
@@ -65,7 +65,7 @@ def copy_backbone(directory: Path) -> dict[str, str]:
     digests = {}
     for name in BACKBONE_FILES:
         shutil.copyfile(source / name, directory / name)
-        digests[name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        digests[name] = sha256_file(directory / name)
     (directory / "NOTICE").write_text(NOTICE)
     return digests
 

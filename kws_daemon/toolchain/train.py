@@ -240,7 +240,7 @@ def fit(
     keep_best: bool = True,
     score: Callable[[np.ndarray], float] | None = None,
     inputs: Callable[[torch.Tensor], torch.Tensor] = normalise,
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = spec_augment,
 ) -> list[dict[str, Any]]:
     """Trains with AdamW and a cosine schedule on the GPU if there is one; resumes from `checkpoint`.
 
@@ -249,7 +249,6 @@ def fit(
     `score` rates the validation logits (default: top-1 accuracy over all clips); `inputs` and
     `augment` (default: SpecAugment) prepare a batch of cached features for other model kinds.
     """
-    augment = augment or spec_augment
     rate = score or (lambda logits: accuracy(logits, val.y))
     model.to(DEVICE)
     optimiser = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
@@ -290,7 +289,7 @@ def fit(
         t0, c0, losses = time.monotonic(), time.process_time(), []
         for step in range(steps_per_epoch):
             idx = order[step * schedule.batch : (step + 1) * schedule.batch]
-            x = augment(inputs(x_all[idx].to(DEVICE)), gen)
+            x = augment(inputs(x_all[idx]), gen)
             logits = logits_of(model, x)
             loss = F.cross_entropy(logits, y_all[idx], label_smoothing=0.1)
             if soft is not None:
