@@ -182,7 +182,7 @@ class _Timed:
     def __init__(
         self, config: Config, model: Model, source: str, word_ends: np.ndarray | None = None
     ) -> None:
-        self._running = config.detector.mode == "running"
+        self._running = config.mode_for(model.info) == "running"
         self._word_ends = word_ends
         self.stats = BenchStats()
         self.pipeline = make_pipeline(config, model, source=source, stats=self.stats)
@@ -346,7 +346,7 @@ def run(config: Config, options: BenchOptions) -> dict[str, Any]:
             "window_ms": config.detector.window_ms,
             "hop_ms": config.detector.hop_ms,
             "threshold": options.threshold,
-            "mode": config.detector.mode,
+            "mode": config.mode_for(model.info),
             "vad": config.vad.enabled,
             "onnx_threads": config.detector.threads,
             "hook": "jsonl to a temporary file",

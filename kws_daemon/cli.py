@@ -16,17 +16,15 @@ import numpy as np
 from kws_daemon import __version__
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.sources import file_blocks, list_devices
-from kws_daemon.config import Config, load, wyoming_uri
+from kws_daemon.config import MODES, Config, load, wyoming_uri
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
+from kws_daemon.model import ModelInfo
 from kws_daemon.modes import Stream, make_pipeline
 from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.service import Daemon, load_model, warn_if_writable
 
 log = logging.getLogger("kws_daemon")
-
-
-_PLAIN = logging.Formatter("kws-daemon: %(levelname)s: %(message)s")
 
 
 _SYSLOG_PRIORITY = {
@@ -57,6 +55,8 @@ def _config(args: argparse.Namespace) -> Config:
         config = replace(config, model=Path(args.model))
     if getattr(args, "threshold", None) is not None:
         config = replace(config, detector=replace(config.detector, threshold=args.threshold))
+    if getattr(args, "mode", None):
+        config = replace(config, detector=replace(config.detector, mode=args.mode))
     return config
 
 
@@ -81,6 +81,12 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int:
+    if not text.isdecimal() or not 0 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be 0 (one per core) to 256 (got {text!r})")
+    return int(text)
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -100,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """One process, or a supervisor of --workers N processes that share its socket."""
     from kws_daemon.serve import WakeServer
 
     config = _config(args)
@@ -110,7 +117,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve = replace(serve, zeroconf=True, zeroconf_name=args.zeroconf or serve.zeroconf_name)
     if args.no_batch:
         serve = replace(serve, batch=False)
-    return WakeServer(replace(config, serve=serve)).run()
+    if args.workers is not None:
+        serve = replace(serve, workers=args.workers)
+    config = replace(config, serve=serve)
+    if args.worker:  # a worker of the parent below: its socket, /metrics on a port of its own
+        import socket
+
+        index, fd = (int(x) for x in args.worker.split(":"))
+        metrics = replace(config.metrics, listen=("127.0.0.1", 0) if config.metrics.listen else None)
+        config = replace(config, serve=replace(serve, zeroconf=False), metrics=metrics)
+        return WakeServer(config, shared=socket.socket(fileno=fd), worker=index).run()
+    from kws_daemon.workers import WorkerPool, default_workers
+
+    workers = serve.workers or default_workers()
+    if workers == 1:
+        return WakeServer(config).run()
+    info = ModelInfo.load(config.model)  # a config error once, before N workers would each say it
+    config.check_against(info)
+    return WorkerPool(config, args.argv, workers).run()
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -183,6 +207,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return command(args, _config(args))
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from kws_daemon.infocli import command
+
+    return command(args)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if args.json:
@@ -224,13 +254,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             args.labels or [],
             template=args.template,
             quantize=args.quantize,
+            calibration=args.calibration,
             force=args.force,
         )
     elif args.labels:
         raise KwsError("--labels: only a CLAP checkpoint takes text prompts")
     elif family is not None:
         report = write_classifier_model_dir(
-            family, args.source, args.output, quantize=args.quantize, force=args.force
+            family,
+            args.source,
+            args.output,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            force=args.force,
         )
     else:
         report = write_model_dir(
@@ -240,6 +276,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     for line in report_lines(report):
         print(f"  {line}")
     return 0
+
+
+MODE_HELP = "detector.mode (overrides the config; default: the model's own, `kws-daemon info`)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="listen and fire hooks until SIGINT/SIGTERM (or the end of --input)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
+    p.add_argument("--threshold", type=_threshold, help="detector threshold, 0 to 1 (overrides the config)")
     p.add_argument("--device", help="input device name or index (overrides audio.device)")
     p.add_argument(
         "--input", help="WAV/FLAC file (paced at real time), or - for raw s16le 16 kHz mono on stdin"
@@ -272,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="Wyoming wake-word server for Home Assistant and wyoming-satellite")
     p.add_argument("--config", help="YAML config file (its serve section, detector, keywords and hooks)")
     p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--threshold", type=_threshold, help="detector threshold, 0 to 1 (overrides the config)")
     p.add_argument("--uri", help="tcp://HOST:PORT or unix:///PATH (default serve.uri: tcp://127.0.0.1:10400)")
     p.add_argument(
@@ -282,11 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="announce _wyoming._tcp for Home Assistant discovery (needs the zeroconf extra)",
     )
     p.add_argument("--no-batch", action="store_true", help="one onnxruntime call per window (serve.batch)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="processes sharing the socket (serve.workers; default: one per core)",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # INDEX:FD, set by the parent of --workers
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("detect", help="replay audio files through the pipeline and print detections")
     p.add_argument("--config", help="YAML config file (hooks in it fire too)")
     p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--threshold", type=_threshold, help="detector threshold, 0 to 1 (overrides the config)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -295,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time the pipeline on a long stream: stages, end to end, CPU, memory")
     p.add_argument("--config", help="YAML config file (its hooks do not fire)")
     p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--input", metavar="AUDIO", help="recording (default: speech+silence+noise)")
     p.add_argument("--duration", type=float, metavar="S", help="stream length (default 60)")
     p.add_argument("--idle", type=float, default=60.0, metavar="S", help="room noise for idle CPU (0: skip)")
@@ -329,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", nargs="+", default=[], metavar="AUDIO", help="long non-keyword recordings")
     p.add_argument("--config", help="YAML config file (detector and VAD settings)")
     p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9", metavar="T,T,...", help="the sweep")
     p.add_argument("--limit", type=int, metavar="N", help="at most N clips, spread over the list")
     p.add_argument("--json", metavar="OUT", help="write every number as JSON")
@@ -346,8 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="YAML config file (its mode, VAD and keywords)")
     p.add_argument("--model", help="model directory (overrides the config)")
+    p.add_argument("--mode", choices=MODES, help=MODE_HELP)
     p.add_argument("--json", metavar="OUT", help="write the sweep and the result as JSON")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("info", help="what a model directory is: kind, labels, modes, thresholds, licence")
+    p.add_argument("directory", nargs="?", metavar="DIR", help="model directory (default: the shipped one)")
+    p.add_argument("--json", action="store_true", help="everything as one JSON object")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("devices", help="list audio input devices")
     p.add_argument("--json", action="store_true")
@@ -364,7 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE", help="hub id (downloaded) or local checkpoint directory")
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="model directory to write")
     p.add_argument("--quantize", default="int8", metavar="MODE", help="int8 (default), int8-static or none")
-    p.add_argument("--calibration", type=Path, metavar="AUDIO_DIR", help="recordings to check parity on")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="AUDIO_DIR",
+        help="your recordings: int8 agreement is measured on them (and int8-static calibrates on them)",
+    )
     p.add_argument("--force", action="store_true", help="replace DIR; write it even if a parity check fails")
     p.add_argument("--labels", nargs="+", metavar="PROMPT", help="CLAP: the sounds to detect, as text")
     p.add_argument(
@@ -387,9 +450,13 @@ def one_blas_thread() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what serve's workers run again
     one_blas_thread()
     handler = logging.StreamHandler()
-    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else _PLAIN)
+    worker = getattr(args, "worker", None)
+    who = f"kws-daemon[worker {worker.split(':')[0]}]" if worker else "kws-daemon"
+    plain = logging.Formatter(f"{who}: %(levelname)s: %(message)s")
+    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else plain)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
     np.seterr(all="ignore")
     try:

@@ -9,21 +9,21 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlparse
 
 import yaml
 
 from kws_daemon.endpointer import EndpointerConfig
 from kws_daemon.errors import ConfigError
-from kws_daemon.model import KEYWORD_KINDS, ModelInfo, default_model_dir
+from kws_daemon.model import MODES_OF, ModelInfo, default_model_dir
 
 T = TypeVar("T")
 HookKind = Literal["command", "webhook", "jsonl"]
 HOOK_KINDS: tuple[HookKind, ...] = ("command", "webhook", "jsonl")
 Mode = Literal["commands", "running", "utterances", "sounds"]
 MODES: tuple[Mode, ...] = ("commands", "running", "utterances", "sounds")
-KEYWORD_MODES: tuple[Mode, ...] = ("commands", "running")  # the keyword-window modes of an AST
+KEYWORD_MODES: tuple[Mode, ...] = ("commands", "running")  # the keyword-window modes
 DEFAULT_THRESHOLD = 0.8  # where neither the config nor the model's kws.json gives one
 _PROGRAM = re.compile(r"[\w./+-]+")  # a shell command's first word, past any "(" or "{"
 
@@ -117,8 +117,9 @@ class SequenceConfig:
 @dataclass(frozen=True)
 class DetectorConfig:
     # commands: a keyword said on its own (silence, one word, silence; kws_daemon.endpointer);
-    # running: a keyword anywhere in speech, a window every hop
-    mode: Mode = "commands"
+    # running: a keyword anywhere in speech, a window every hop; utterances, sounds: their modules.
+    # None: the model's default mode (ModelInfo.default_mode), so any model directory runs as it is
+    mode: Mode | None = None
     window_ms: int = 1000
     hop_ms: int = 100
     smoothing: int = 3  # windows averaged (running mode)
@@ -157,6 +158,9 @@ class ServeConfig:
     batch: bool = True  # windows of several streams in one onnxruntime call
     max_batch: int = 32
     batch_wait_ms: float = 5.0  # the longest a window waits for others to join its batch
+    # processes accepting on serve.uri (kws_daemon.workers), 0: one per core; max_connections is each one's
+    workers: int = 0
+    worker_watchdog_s: float = 10.0  # a worker whose event loop stops this long is killed and restarted
 
 
 @dataclass(frozen=True)
@@ -180,20 +184,28 @@ class Config:
     def with_audio(self, **changes: Any) -> Config:
         return replace(self, audio=replace(self.audio, **changes))
 
+    def mode_for(self, info: ModelInfo) -> Mode:
+        """detector.mode as it runs on `info`'s model: the config's, else the model's default."""
+        if self.detector.mode is not None:
+            return self.detector.mode
+        mode = info.default_mode  # one of MODES_OF[kind]: ModelInfo.load checks kws.json's
+        assert mode in MODES, mode
+        return cast(Mode, mode)
+
     def check_against(self, info: ModelInfo) -> None:
-        """Errors for keywords that the model cannot produce, naming the config file like load()'s."""
+        """Errors for a mode the model does not run in and keywords that it cannot produce, naming
+        the config file like load()'s."""
         where = f"{self.source}: " if self.source else ""
-        mode, kind = self.detector.mode, info.kind
-        fits = {
-            "commands": KEYWORD_KINDS,
-            "running": KEYWORD_KINDS,
-            "utterances": (*KEYWORD_KINDS, "waveform", "whisper"),
-        }
-        if kind not in fits.get(mode, ("clap",)):
-            suggestion = "sounds" if kind == "clap" else "utterances"
+        mode, kind = self.mode_for(info), info.kind
+        if mode not in MODES_OF[kind]:
             raise ConfigError(
                 f"{where}detector.mode: '{mode}' does not take a {kind} model ({info.path}); "
-                f"use detector.mode: {suggestion}"
+                f"use detector.mode: {' or '.join(MODES_OF[kind])}, or leave it out"
+            )
+        if mode in ("commands", "utterances") and not self.vad.enabled:
+            raise ConfigError(
+                f"{where}detector.mode: '{mode}' needs the VAD to find where speech starts and ends; "
+                "set vad.enabled: true, or detector.mode: running"
             )
         names = [(f"keywords[{i}].name", kw.name) for i, kw in enumerate(self.keywords or ())]
         names += [
@@ -209,6 +221,25 @@ class Config:
                     f"{where}{key}: '{_shown(name)}' is not a label of the model in {info.path}; "
                     f"{hint}labels: {', '.join(info.keyword_labels)}"
                 )
+
+    def keyword_thresholds(self, info: ModelInfo) -> dict[str, float]:
+        """The armed keywords (default: every non-background label; words of sequences too) and their
+        thresholds: the keyword's own, else the model's calibrated one for this mode (kws.json), else
+        detector.threshold."""
+        given = self.detector.threshold
+        calibrated = {} if given is not None else info.thresholds(self.mode_for(info))
+        default = DEFAULT_THRESHOLD if given is None else given
+
+        def threshold(name: str, own: float | None = None) -> float:
+            return own if own is not None else calibrated.get(name, default)
+
+        if self.keywords is None:
+            return {name: threshold(name) for name in info.keyword_labels}
+        armed = {k.name: threshold(k.name, k.threshold) for k in self.keywords if k.name in info.labels}
+        for sequence in self.sequences:
+            for word in sequence.words:
+                armed.setdefault(word, threshold(word))
+        return armed
 
     @property
     def reported(self) -> set[str] | None:
@@ -538,6 +569,8 @@ def _serve(data: Any) -> ServeConfig:
             "batch",
             "max_batch",
             "batch_wait_ms",
+            "workers",
+            "worker_watchdog_s",
         ),
     )
     return ServeConfig(
@@ -549,6 +582,8 @@ def _serve(data: Any) -> ServeConfig:
         batch=serve.get("batch", True, _bool),
         max_batch=serve.get("max_batch", 32, _int(1, 256)),
         batch_wait_ms=serve.get("batch_wait_ms", 5.0, _float(0.0, 100.0)),
+        workers=serve.get("workers", 0, _int(0, 256)),
+        worker_watchdog_s=serve.get("worker_watchdog_s", 10.0, _float(0.5, 600.0)),
     )
 
 
@@ -589,7 +624,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         ("mode", "window_ms", "hop_ms", "smoothing", "threshold", "refractory_ms", "threads"),
     )
     detector = DetectorConfig(
-        mode=det.get("mode", "commands", _choice(MODES)),
+        mode=det.get("mode", None, _choice(MODES)),
         window_ms=det.get("window_ms", 1000, _int(100, 10000)),
         hop_ms=det.get("hop_ms", 100, _int(10, 2000)),
         smoothing=det.get("smoothing", 3, _int(1, 50)),
@@ -607,11 +642,6 @@ def parse(data: Any, source: Path | None = None) -> Config:
         hangover_ms=vad.get("hangover_ms", 500, _int(0, 10000)),
         pre_roll_ms=vad.get("pre_roll_ms", 300, _int(0, 5000)),
     )
-    if detector.mode in ("commands", "utterances") and not vad_config.enabled:
-        raise ConfigError(
-            f"detector.mode: '{detector.mode}' needs the VAD to find where speech starts and ends; "
-            "set vad.enabled: true, or detector.mode: running"
-        )
     return Config(
         model=top.get("model", default_model_dir(), lambda k, v: _resolve_model(k, v, base)),
         audio=AudioConfig(

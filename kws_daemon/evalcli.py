@@ -196,7 +196,7 @@ def streaming_metrics(
         if r["false_accepts_per_hour"] is not None
     ]
     return {
-        "mode": config.detector.mode,
+        "mode": config.mode_for(model.info),
         "keyword_stream_s": len(stream) / RATE,
         "keywords_placed": len(placements),
         "negative_hours": negative_s / 3600,

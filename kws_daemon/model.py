@@ -91,6 +91,14 @@ KIND_OF = {
     ClapParams: "clap",
 }
 KEYWORD_KINDS = ("ast", "embedding")  # models of keyword windows (commands, running)
+# the detector modes each kind runs in, its default first (kws.json "default_mode" may pick another)
+MODES_OF = {
+    "ast": ("commands", "running", "utterances"),
+    "embedding": ("commands", "running", "utterances"),
+    "waveform": ("utterances",),
+    "whisper": ("utterances",),
+    "clap": ("sounds",),
+}
 INPUT_OF = {
     "ast": "input_values",
     "embedding": "embeddings",
@@ -120,6 +128,11 @@ class ModelInfo:
     @property
     def kind(self) -> str:
         return KIND_OF[type(self.frontend)]
+
+    @property
+    def default_mode(self) -> str:
+        """The mode a config that names none runs this model in (checked at load)."""
+        return str(self.kws.get("default_mode", MODES_OF[self.kind][0]))
 
     @property
     def fbank(self) -> FbankParams:
@@ -172,7 +185,13 @@ class ModelInfo:
         expected = kws.get("sha256")
         if expected and sha256_file(path / "model.onnx") != expected:
             raise KwsError(f"model directory {path}: model.onnx does not match the sha256 in kws.json")
-        return cls(path=path, labels=labels, frontend=frontend, sample_rate=sample_rate, kws=kws)
+        info = cls(path=path, labels=labels, frontend=frontend, sample_rate=sample_rate, kws=kws)
+        if info.default_mode not in MODES_OF[info.kind]:
+            raise KwsError(
+                f"model directory {path}: kws.json default_mode {info.default_mode!r} is not a mode "
+                f"that {info.kind} models run in ({', '.join(MODES_OF[info.kind])})"
+            )
+        return info
 
 
 def frontend_of(path: Path, pre: dict[str, Any], config: dict[str, Any]) -> Frontend:

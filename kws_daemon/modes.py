@@ -36,11 +36,12 @@ def make_pipeline(
     stats: LatencyStats | None = None,
     near_misses: NearMissRecorder | None = None,
 ) -> Stream:
-    if config.detector.mode == "utterances":
+    mode = config.mode_for(model.info)
+    if mode == "utterances":
         from kws_daemon.utterances import UtterancePipeline
 
         return UtterancePipeline(config, model, source=source, stats=stats)
-    if config.detector.mode == "sounds":
+    if mode == "sounds":
         from kws_daemon.sounds import SoundPipeline
 
         return SoundPipeline(config, model, source=source, stats=stats)

@@ -17,37 +17,18 @@ import numpy as np
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.vad import AlwaysOpen, VadGate
-from kws_daemon.config import DEFAULT_THRESHOLD, Config
+from kws_daemon.config import Config
 from kws_daemon.detector import Detector, KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.features import FRAME_SHIFT, frame_end_sample
 from kws_daemon.keyword_input import keyword_input
 from kws_daemon.metrics import LatencyStats
-from kws_daemon.model import Model, ModelInfo, Replay
+from kws_daemon.model import Model, Replay
 from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.sequences import SequenceMatcher
 from kws_daemon.spotting import Commands, Hit, SlidingWindows
 
 RATE = 16000
-
-
-def keyword_thresholds(config: Config, info: ModelInfo) -> dict[str, float]:
-    """The armed keywords (default: every non-background label; words of sequences too) and their
-    thresholds: the keyword's own, else the model's calibrated one for this mode (kws.json), else
-    detector.threshold."""
-    calibrated = {} if config.detector.threshold is not None else info.thresholds(config.detector.mode)
-    default = DEFAULT_THRESHOLD if config.detector.threshold is None else config.detector.threshold
-
-    def threshold(name: str, own: float | None = None) -> float:
-        return own if own is not None else calibrated.get(name, default)
-
-    if config.keywords is None:
-        return {name: threshold(name) for name in info.keyword_labels}
-    armed = {k.name: threshold(k.name, k.threshold) for k in config.keywords if k.name in info.labels}
-    for sequence in config.sequences:
-        for word in sequence.words:
-            armed.setdefault(word, threshold(word))
-    return armed
 
 
 @dataclass
@@ -90,9 +71,9 @@ class Pipeline:
         self._keyword_index = np.array(
             [i for i, label in enumerate(info.labels) if label in info.keyword_labels]
         )
-        thresholds = keyword_thresholds(config, info)
+        thresholds = config.keyword_thresholds(info)
         self.spotter: SlidingWindows | Commands
-        if config.detector.mode == "commands":
+        if config.mode_for(info) == "commands":
             if not config.vad.enabled:
                 raise KwsError("detector.mode 'commands' needs the VAD (vad.enabled: true)")
             frame = RATE * config.vad.frame_ms // 1000

@@ -112,6 +112,7 @@ class MetricsServer:
             self._server = _Server((host, port), family, _handler(collect))
         except OSError as e:
             raise KwsError(f"metrics.listen {host}:{port}: cannot listen ({e.strerror or e})") from None
+        port = int(self._server.server_address[1])  # the one the kernel chose for port 0
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
         self.loopback = ipaddress.ip_address(str(self._server.server_address[0])).is_loopback
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)

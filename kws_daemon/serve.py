@@ -18,12 +18,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import stat
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -42,8 +44,8 @@ from kws_daemon.config import Config
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookCounters, HookDispatcher
 from kws_daemon.metrics import LatencyStats, add_counters
-from kws_daemon.model import Model
-from kws_daemon.pipeline import RATE, keyword_thresholds
+from kws_daemon.model import KEYWORD_KINDS, Model
+from kws_daemon.pipeline import RATE
 from kws_daemon.prometheus import Exposition, MetricsServer, add_hooks, add_latency
 from kws_daemon.sdnotify import Notifier
 from kws_daemon.wakestream import Detected, WakeStream
@@ -92,18 +94,50 @@ class BoundedReader:
             raise ProtocolError(f"nothing received for {self._timeout:g}s inside an event") from None
 
 
+class SharedSocket(AsyncServer):
+    """Accepts on a listening socket that the `--workers` parent bound and hands to every worker
+    (kws_daemon.workers): the kernel gives each connection to one of them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._server: asyncio.AbstractServer | None = None
+
+    async def run(self, handler_factory: Any) -> None:
+        await self.start(handler_factory)
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def start(self, handler_factory: Any) -> None:
+        callback = partial(self._handler_callback, handler_factory)
+        if self._sock.family == socket.AF_UNIX:
+            self._server = await asyncio.start_unix_server(callback, sock=self._sock)
+        else:
+            self._server = await asyncio.start_server(callback, sock=self._sock)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._server is not None:
+            self._server.close()  # this worker's copy of the socket; the parent keeps listening
+
+
 class WakeServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, shared: socket.socket | None = None, worker: int = 0) -> None:
+        """`shared`: worker `worker` of `serve --workers N` accepts on the parent's socket for its
+        slot, not on serve.uri's; its streams are named wyoming:WORKER.SLOT."""
         from kws_daemon.service import load_model
 
         self.config = config
+        self._shared = shared
+        self._prefix = f"wyoming:{worker}." if shared else "wyoming:"
         self.notifier = Notifier()  # first: it unsets NOTIFY_SOCKET before a hook command can inherit it
         self.stats = LatencyStats()
         t0 = time.monotonic()
         self.model: Model = load_model(config)
         self.model_load_s = time.monotonic() - t0
         serve = config.serve
-        batch = serve.batch
+        # utterances and sound windows differ in length from stream to stream: one call each
+        batch = serve.batch and self.model.info.kind in KEYWORD_KINDS
         if batch and not self.model.scores_each_window_alone():
             log.warning(
                 "%s/model.onnx quantises a whole batch at once (not exported by kws-daemon export), so "
@@ -113,7 +147,7 @@ class WakeServer:
             batch = False
         self.batcher = Batcher(self.model, serve.max_batch, serve.batch_wait_ms / 1000) if batch else None
         self.hooks = HookDispatcher(config, self.stats)
-        self.thresholds = keyword_thresholds(config, self.model.info)
+        self.thresholds = config.keyword_thresholds(self.model.info)
         reported = config.reported
         names = [k for k in self.thresholds if reported is None or k in reported]
         self.names = names + [s.name for s in config.sequences]
@@ -145,24 +179,28 @@ class WakeServer:
             signal.SIGHUP, lambda: log.warning("SIGHUP: serve does not reload its config; restart it")
         )
         uri = self.config.serve.uri
-        _check_unix_path(uri)
-        server = AsyncServer.from_uri(uri)
+        if self._shared is None:
+            _check_unix_path(uri)
+        server = AsyncServer.from_uri(uri) if self._shared is None else SharedSocket(self._shared)
         try:
             await server.start(lambda reader, writer: Connection(self, reader, writer))
         except OSError as e:
             raise KwsError(f"serve.uri {uri}: cannot listen ({e.strerror or e})") from None
-        zeroconf = await self._announce(uri) if self.config.serve.zeroconf else None
+        zeroconf = await announce(self.config) if self.config.serve.zeroconf else None
         if self.metrics is not None:
             self.metrics.start()
         log.info(
-            "serving %d wake words on %s with model %s (%s, loaded in %.2fs)",
+            "serving %d wake words on %s with model %s (%s mode, %s, loaded in %.2fs)",
             len(self.names),
             uri,
             self.model.info.path,
+            self.config.mode_for(self.model.info),
             "batched" if self.batcher else "unbatched",
             self.model_load_s,
         )
-        self.notifier.send("READY=1", f"STATUS={self._status()}")
+        # a worker tells its parent where its /metrics are (systemd ignores a field it does not know)
+        where = [f"KWS_METRICS={self.metrics.url}"] if self._shared and self.metrics else []
+        self.notifier.send("READY=1", f"STATUS={self._status()}", *where)
         watchdog = asyncio.create_task(self._watchdog()) if self.notifier.watchdog_s else None
         try:
             await self._stop.wait()
@@ -184,30 +222,6 @@ class WakeServer:
             self.notifier.close()
             log.info("stopped: %s", self._status())
         return 0
-
-    async def _announce(self, uri: str) -> Any:
-        parsed = urlparse(uri)
-        if parsed.scheme != "tcp" or parsed.port is None:
-            raise KwsError(f"serve.zeroconf: needs a tcp:// uri (got {uri})")
-        try:
-            from wyoming.zeroconf import HomeAssistantZeroconf
-        except ImportError:
-            raise KwsError(
-                "serve.zeroconf: needs the zeroconf package: pip install 'kws-daemon[zeroconf]'"
-            ) from None
-        host = None if parsed.hostname in ("0.0.0.0", "::") else parsed.hostname
-        name = self.config.serve.zeroconf_name or os.uname().nodename
-        announcer = HomeAssistantZeroconf(port=parsed.port, name=name, host=host)
-        await announcer.register_server()
-        log.info("announced %s._wyoming._tcp.local. on %s:%d", name, announcer.host, parsed.port)
-        if announcer.host.startswith("127.") or announcer.host == "::1":
-            log.warning(
-                "serve.zeroconf announces %s, which only this machine reaches; for Home Assistant "
-                "elsewhere set serve.uri: tcp://0.0.0.0:%d",
-                announcer.host,
-                parsed.port,
-            )
-        return announcer._aiozc  # the library's announcer has no close of its own
 
     async def _watchdog(self) -> None:
         """Pings while the loop turns; a loop stuck in a call stops them and systemd restarts us."""
@@ -234,7 +248,7 @@ class WakeServer:
 
     def stream(self, slot: int, rate: int, start_ms: int) -> WakeStream:
         model = self.batcher.stream_model() if self.batcher else self.model
-        return WakeStream(self.config, model, f"wyoming:{slot}", self.stats, rate, start_ms)
+        return WakeStream(self.config, model, f"{self._prefix}{slot}", self.stats, rate, start_ms)
 
     async def process(self, stream: WakeStream, call: Callable[[], list[Detected]]) -> list[Detected]:
         """Runs one of `stream`'s calls on a worker thread (inside the batcher's `working`)."""
@@ -424,6 +438,33 @@ class Connection(AsyncEventHandler):
             raise ProtocolError(f"client read nothing for {WRITE_TIMEOUT_S:g}s") from None
 
 
+async def announce(config: Config) -> Any:
+    """Announces serve.uri as _wyoming._tcp for Home Assistant; the zeroconf handle to close."""
+    uri = config.serve.uri
+    parsed = urlparse(uri)
+    if parsed.scheme != "tcp" or parsed.port is None:
+        raise KwsError(f"serve.zeroconf: needs a tcp:// uri (got {uri})")
+    try:
+        from wyoming.zeroconf import HomeAssistantZeroconf
+    except ImportError:
+        raise KwsError(
+            "serve.zeroconf: needs the zeroconf package: pip install 'kws-daemon[zeroconf]'"
+        ) from None
+    host = None if parsed.hostname in ("0.0.0.0", "::") else parsed.hostname
+    name = config.serve.zeroconf_name or os.uname().nodename
+    announcer = HomeAssistantZeroconf(port=parsed.port, name=name, host=host)
+    await announcer.register_server()
+    log.info("announced %s._wyoming._tcp.local. on %s:%d", name, announcer.host, parsed.port)
+    if announcer.host.startswith("127.") or announcer.host == "::1":
+        log.warning(
+            "serve.zeroconf announces %s, which only this machine reaches; for Home Assistant "
+            "elsewhere set serve.uri: tcp://0.0.0.0:%d",
+            announcer.host,
+            parsed.port,
+        )
+    return announcer._aiozc  # the library's announcer has no close of its own
+
+
 def _info_event(names: list[str], model: Model, config: Config) -> Event:
     """Built once: `describe` is answered without any work (Home Assistant waits 1 s at most)."""
     kws = model.info.kws
@@ -439,7 +480,7 @@ def _info_event(names: list[str], model: Model, config: Config) -> Event:
             description=(
                 f"'{' '.join(sequences[name])}' in sequence" if name in sequences else f"the word '{name}'"
             )
-            + f" ({config.detector.mode} mode)",
+            + f" ({config.mode_for(model.info)} mode)",
             version=None,
             languages=languages,
             phrase=" ".join(sequences[name]) if name in sequences else name,

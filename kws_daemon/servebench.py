@@ -31,6 +31,7 @@ from kws_daemon.config import Config
 from kws_daemon.console import table, write_json
 from kws_daemon.errors import KwsError
 from kws_daemon.machine import Contention, machine
+from kws_daemon.model import ModelInfo
 
 RATE = 16000
 CHUNK = 1024  # samples per audio-chunk, as wyoming-satellite sends them
@@ -187,12 +188,13 @@ def command(args: argparse.Namespace, config: Config) -> int:
     counts = [int(x) for x in args.streams.split(",")]
     if not counts or min(counts) < 1 or max(counts) > config.serve.max_connections:
         raise KwsError(f"--streams: 1 to serve.max_connections ({config.serve.max_connections}) each")
+    mode = args.mode or config.mode_for(ModelInfo.load(config.model))
     with tempfile.TemporaryDirectory(prefix="kws-bench-serve-") as work:
         config_path = Path(work) / "serve.yaml"
         threshold = args.threshold
         data: dict[str, Any] = {
             "model": str(config.model),
-            "detector": {"mode": args.mode or config.detector.mode, "threshold": threshold},
+            "detector": {"mode": mode, "threshold": threshold},
             # one more slot: the readiness probe's connection may not have been released yet
             "serve": {"max_connections": min(1024, max(counts) + 1)},
         }
@@ -206,7 +208,7 @@ def command(args: argparse.Namespace, config: Config) -> int:
                 runs.append(run_count(config_path, n, batch, args.duration))
     result = {
         "machine": machine(),
-        "mode": args.mode or config.detector.mode,
+        "mode": mode,
         "seconds": args.duration,
         "threshold": args.threshold,
         "runs": runs,

@@ -33,7 +33,7 @@ from kws_daemon.metrics import LatencyStats, add_counters
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.modes import Stream, make_pipeline
 from kws_daemon.nearmiss import NearMissRecorder
-from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
+from kws_daemon.pipeline import RATE, PipelineCounters
 from kws_daemon.prometheus import Exposition, MetricsServer, add_hooks, add_latency
 from kws_daemon.sdnotify import Notifier
 
@@ -114,7 +114,7 @@ class Daemon:
         pipeline = make_pipeline(
             config, model, source=self.source.name, stats=self.stats, near_misses=self.near_misses
         )
-        thresholds = keyword_thresholds(config, info)
+        thresholds = config.keyword_thresholds(info)
         return Runtime(config, pipeline, HookDispatcher(config, self.stats), thresholds, load_s)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -130,11 +130,12 @@ class Daemon:
         signal.signal(signal.SIGHUP, self.request_reload)
         model = self.runtime.pipeline.model
         log.info(
-            "listening on %s (%d Hz) with model %s (%d labels, loaded in %.2fs)",
+            "listening on %s (%d Hz) with model %s (%d labels, %s mode, loaded in %.2fs)",
             self.source.name,
             self.source.sample_rate,
             model.info.path,
             len(model.info.labels),
+            self.runtime.config.mode_for(model.info),
             self.runtime.model_load_s,
         )
         warn_if_writable(self.runtime.config)

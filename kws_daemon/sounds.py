@@ -22,7 +22,7 @@ from kws_daemon.detector import KeywordEvent, threshold_vector
 from kws_daemon.frontends import ClapInput, ClapParams
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, is_background_label
-from kws_daemon.pipeline import PipelineCounters, keyword_thresholds
+from kws_daemon.pipeline import PipelineCounters
 
 
 def level_dbfs(samples: np.ndarray) -> float:
@@ -58,7 +58,7 @@ class SoundPipeline:
         self._next_end = self._hop  # the next window's end
         self._last_fired: dict[int, float] = {}
         self._labels = info.labels
-        self._threshold = threshold_vector(info.labels, keyword_thresholds(config, info))
+        self._threshold = threshold_vector(info.labels, config.keyword_thresholds(info))
         self._background = np.array([is_background_label(label) for label in info.labels])
         self._resampler: Resampler | None = None
 

@@ -68,7 +68,7 @@ def command(args: argparse.Namespace, config: Config) -> int:
     fires = sum(len(replay_runs([tuned], model, audio, "check")[0]) for audio in negatives)
     result = {
         "negatives_hours": round(hours, 3),
-        "mode": config.detector.mode,
+        "mode": config.mode_for(model.info),
         "target_per_hour": args.target,
         "floor": floor,
         "thresholds": chosen,

@@ -33,7 +33,7 @@ from kws_daemon.frontends import (
 )
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Frontend, Model, is_background_label
-from kws_daemon.pipeline import RATE, PipelineCounters, keyword_thresholds
+from kws_daemon.pipeline import RATE, PipelineCounters
 
 
 class UtteranceInput:
@@ -91,7 +91,7 @@ class UtterancePipeline:
         self._audio = np.zeros(0, np.int16)
         self._first = 0  # stream sample index of _audio[0]
         self._labels = info.labels
-        self._threshold = threshold_vector(info.labels, keyword_thresholds(config, info))
+        self._threshold = threshold_vector(info.labels, config.keyword_thresholds(info))
         self._background = np.array([is_background_label(label) for label in info.labels])
         self._input = UtteranceInput(info.frontend, info.path)
         self._resampler: Resampler | None = None

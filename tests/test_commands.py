@@ -133,9 +133,12 @@ def test_commands_mode_costs_no_inference_on_running_speech(model: Model, demo: 
 
 
 def test_commands_mode_needs_the_vad() -> None:
-    with pytest.raises(ConfigError, match=r"detector\.mode: 'commands' needs the VAD"):
-        parse({"vad": {"enabled": False}})
-    assert parse({"vad": {"enabled": False}, "detector": {"mode": "running"}}).detector.mode == "running"
+    """Also where commands is only the model's default mode: the check runs against the model."""
+    info = ModelInfo.load(default_model_dir())
+    for data in ({"vad": {"enabled": False}}, {"vad": {"enabled": False}, "detector": {"mode": "commands"}}):
+        with pytest.raises(ConfigError, match=r"detector\.mode: 'commands' needs the VAD"):
+            parse(data).check_against(info)
+    parse({"vad": {"enabled": False}, "detector": {"mode": "running"}}).check_against(info)
 
 
 def _event(keyword: str, t: float, score: float = 0.9) -> KeywordEvent:

@@ -108,6 +108,38 @@ def test_export_end_to_end_loads_in_daemon_with_torch_top1(checkpoint: Path, tmp
 
 
 @pytest.mark.toolchain
+def test_an_exported_ast_runs_in_commands_mode_with_no_config(checkpoint: Path, tmp_path: Path) -> None:
+    """Issue 26: the kind picks the mode; each event's label and score are what transformers'
+    pipeline gives the second of audio before it, within 0.01 (the stream's frames are not quite the
+    cut clip's, and a random model's labels are near ties: its top may be a neighbour of ours)."""
+    from transformers import pipeline
+
+    output = tmp_path / "ast"
+    assert kws("export", str(checkpoint), "--output", str(output), "--quantize", "none").returncode == 0
+    plain = kws("detect", "--model", str(output), "--threshold", "0", "--json", str(DEMO_WAV))
+    assert plain.returncode == 0, plain.stderr.decode()
+    events = [json.loads(line) for line in plain.stdout.splitlines()]
+    assert len(events) == 4  # one per word said alone, as commands mode decides
+    explicit = kws(
+        "detect", "--model", str(output), "--threshold", "0", "--json", "--mode", "commands", str(DEMO_WAV)
+    )
+    assert [e["keyword"] for e in map(json.loads, explicit.stdout.splitlines())] == [
+        e["keyword"] for e in events
+    ]
+    audio, _ = read_audio(DEMO_WAV)
+    classify = pipeline("audio-classification", model=str(checkpoint), device="cpu")
+    for event in events:
+        end = round(event["time_s"] * 16000)
+        ranked = classify(audio[end - 16000 : end].astype(np.float32) / 32768, top_k=None)
+        scores = {r["label"]: r["score"] for r in ranked}
+        assert event["score"] == pytest.approx(scores[event["keyword"]], abs=0.01)
+        assert ranked[0]["score"] - scores[event["keyword"]] < 0.01
+    info = json.loads(kws("info", str(output), "--json").stdout)
+    assert info["kind"] == "ast" and info["default_mode"] == "commands"
+    assert info["modes"] == ["commands", "running", "utterances"] and info["licence"].startswith("mit")
+
+
+@pytest.mark.toolchain
 def test_int8_static_calibrates_on_recordings(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -229,7 +261,15 @@ def test_int8_disagreement_is_refused_unless_forced(
     monkeypatch.setattr(export, "quantize_dynamic_int8", wrong_quantizer)
     output = tmp_path / "out"
     code, _, errors = _export(capsys, checkpoint, "--output", output)
-    _assert_refused(code, errors, output, "int8 agrees with fp32 on", "of top-1 labels (< 90%)")
+    _assert_refused(
+        code,
+        errors,
+        output,
+        "int8 agrees with fp32 on",
+        "of top-1 labels (< 90%)",
+        "try --quantize int8-static --calibration DIR (recordings of your own",
+        "or --quantize none",
+    )
 
     code, out, _ = _export(capsys, checkpoint, "--output", output, "--force")
     assert code == 0 and "FORCED past a failed check: int8 agrees" in out

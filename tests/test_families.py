@@ -125,10 +125,100 @@ def test_utterance_mode_fires_hooks_in_detect_and_run(exported: dict[str, Path],
     assert [(r["keyword"], r["time_s"]) for r in records] == [(f["keyword"], f["time_s"]) for f in found]
 
 
-def test_a_waveform_model_in_a_window_mode_is_a_config_error(exported: dict[str, Path]) -> None:
-    result = kws("detect", "--model", str(exported["int8"]), str(DEMO_WAV))
+def test_a_model_in_a_mode_it_does_not_run_is_a_config_error(exported: dict[str, Path]) -> None:
+    result = kws("detect", "--model", str(exported["int8"]), "--mode", "commands", str(DEMO_WAV))
     assert result.returncode == 2
-    assert "use detector.mode: utterances" in result.stderr.decode()
+    assert "'commands' does not take a" in result.stderr.decode()
+    assert "use detector.mode: utterances, or leave it out" in result.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def one_utterance(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """The demo's first word from its voice onset, 15 VAD frames (450 ms) long: the utterance the
+    daemon classifies is then the whole file, which is what transformers' pipeline is given."""
+    from kws_daemon.audio.streams import write_wav
+    from kws_daemon.audio.voicing import voiced_runs
+
+    audio, _ = read_audio(DEMO_WAV)
+    start = voiced_runs(audio)[0][0]
+    clip = audio[start : start + 15 * 480]
+    return write_wav(tmp_path_factory.mktemp("utterance") / "word.wav", clip), clip
+
+
+def _pipeline_top(checkpoint: Path, clip: np.ndarray) -> tuple[str, float]:
+    from transformers import pipeline
+
+    classify = pipeline("audio-classification", model=str(checkpoint), device="cpu")
+    top = classify(clip.astype(np.float32) / 32768, top_k=1)[0]
+    return top["label"], top["score"]
+
+
+def test_with_no_config_detect_run_and_serve_follow_the_model(
+    checkpoint: Path, exported: dict[str, Path], one_utterance: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Issue 26: no detector.mode anywhere; the model directory's kind picks utterances."""
+    from tests.wyoming_server import Server, chunks, detections, one_run, run
+
+    path, clip = one_utterance
+    label, score = _pipeline_top(checkpoint, clip)
+    model = str(exported["none"])
+    detected = kws("detect", "--model", model, "--threshold", "0", "--json", str(path))
+    assert detected.returncode == 0, detected.stderr.decode()
+    (event,) = [json.loads(line) for line in detected.stdout.splitlines()]
+    assert event["keyword"] == label and event["score"] == pytest.approx(score, abs=1e-3)
+
+    ran = kws("run", "--model", model, "--threshold", "0", "--input", str(path), "--fast")
+    assert ran.returncode == 0, ran.stderr.decode()
+    log = ran.stderr.decode()
+    assert "utterances mode" in log and f"detected '{label}' (score {score:.3f})" in log
+
+    server = Server(tmp_path, args=("--model", model, "--threshold", "0"))
+    try:
+        found = detections(run(one_run(server.port, chunks(clip, 16000))))
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    assert [name for name, _ in found] == [label]
+    assert "utterances mode" in server.log.read_text()
+
+
+def test_info_says_what_an_exported_directory_is(checkpoint: Path, exported: dict[str, Path]) -> None:
+    import hashlib
+
+    for quantize, directory in exported.items():
+        result = kws("info", str(directory), "--json")
+        assert result.returncode == 0, result.stderr.decode()
+        info = json.loads(result.stdout)
+        labels = json.loads((directory / "config.json").read_text())["id2label"]
+        kind = json.loads((directory / "kws.json").read_text())["kind"]
+        assert (
+            info["kind"] == kind and info["default_mode"] == "utterances" and info["modes"] == ["utterances"]
+        )
+        assert info["labels"] == [labels[str(i)] for i in range(len(labels))]
+        files = {p.name: p for p in directory.iterdir()}
+        assert info["files"] == {name: p.stat().st_size for name, p in files.items()}
+        assert info["bytes"] == sum(p.stat().st_size for p in files.values())
+        digest = hashlib.sha256((directory / "model.onnx").read_bytes()).hexdigest()
+        assert info["sha256"] == {"model.onnx": digest} and info["sha256_checked"]
+        assert info["licence"] == "mit (the checkpoint's model card)"  # the stand-in's README.md
+        assert info["attribution"] == f"{checkpoint} (Hugging Face checkpoint)"
+        assert info["card_from"] == "export" and "fp32_max_abs_diff" in info["card"]
+        assert ("int8_top1_agreement" in info["card"]) == (quantize == "int8")
+        text = kws("info", str(directory)).stdout.decode()
+        assert f"{kind} model, {len(labels)} labels" in text and "modes: utterances (default)" in text
+
+
+def test_calibration_recordings_are_what_int8_is_measured_on(
+    checkpoint: Path, one_utterance: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    recordings = tmp_path / "mine"
+    recordings.mkdir()
+    for i in range(3):
+        (recordings / f"{i}.wav").write_bytes(one_utterance[0].read_bytes())
+    out = tmp_path / "calibrated"
+    result = kws("export", str(checkpoint), "--output", str(out), "--calibration", str(recordings), "--force")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads((out / "kws.json").read_text())["export"]
+    assert report["parity_data"] == f"3 recordings from {recordings}" and report["int8_parity_windows"] == 3
 
 
 PROMPTS = ["dog barking", "smoke alarm", "glass breaking", "background"]
@@ -229,6 +319,21 @@ def test_sound_mode_fires_hooks_in_detect_and_run(clap: dict[str, Path], tmp_pat
     assert [json.loads(line)["time_s"] for line in events.read_text().splitlines()] == [
         f["time_s"] for f in found
     ]
+
+
+def test_with_no_config_a_clap_model_runs_in_sound_mode(clap: dict[str, Path]) -> None:
+    from transformers import pipeline
+
+    detected = kws("detect", "--model", str(clap["none"]), "--threshold", "0", "--json", str(DEMO_WAV))
+    assert detected.returncode == 0, detected.stderr.decode()
+    first = json.loads(detected.stdout.splitlines()[0])
+    assert first["time_s"] == 1.0  # the sound mode's first window: the stream's first second
+    audio, _ = read_audio(DEMO_WAV)
+    classify = pipeline("zero-shot-audio-classification", model=str(clap["checkpoint"]), device="cpu")
+    top = classify(_at_48k(audio[:16000]), candidate_labels=PROMPTS)[0]
+    assert first["keyword"] == top["label"] and first["score"] == pytest.approx(top["score"], abs=1e-3)
+    info = json.loads(kws("info", str(clap["int8"]), "--json").stdout)
+    assert info["kind"] == "clap" and info["default_mode"] == "sounds" and info["labels"] == PROMPTS
 
 
 def test_silence_opens_no_sound_window(clap: dict[str, Path], tmp_path: Path) -> None:

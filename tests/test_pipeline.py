@@ -15,7 +15,7 @@ from kws_daemon.config import DEFAULT_THRESHOLD, Config, DetectorConfig, Keyword
 from kws_daemon.detector import Detector
 from kws_daemon.features import Fbank, pad_and_normalise
 from kws_daemon.model import Model, ModelInfo, default_model_dir
-from kws_daemon.pipeline import Pipeline, keyword_thresholds
+from kws_daemon.pipeline import Pipeline
 from tests.conftest import AST_MODEL, DEMO_WAV
 
 LABELS = ("yes", "no", "_background_")
@@ -52,12 +52,12 @@ def test_background_and_unconfigured_labels_never_fire() -> None:
 
 def test_keyword_thresholds_default_to_all_non_background() -> None:
     info = ModelInfo.load(default_model_dir())
-    all_kw = keyword_thresholds(Config(), info)
+    all_kw = Config().keyword_thresholds(info)
     assert len(all_kw) == 35 and "_background_" not in all_kw
     config = Config(
         keywords=(KeywordConfig("yes", 0.9), KeywordConfig("stop")), detector=DetectorConfig(threshold=0.7)
     )
-    assert keyword_thresholds(config, info) == {"yes": 0.9, "stop": 0.7}
+    assert config.keyword_thresholds(info) == {"yes": 0.9, "stop": 0.7}
 
 
 def test_calibrated_thresholds_apply_where_the_config_gives_none() -> None:
@@ -66,11 +66,11 @@ def test_calibrated_thresholds_apply_where_the_config_gives_none() -> None:
         kws={"thresholds": {"commands": {"stop": 0.42, "nonsense": 0.1}, "running": {"stop": 0.97}}},
     )
     config = Config(keywords=(KeywordConfig("yes", 0.9), KeywordConfig("stop"), KeywordConfig("go")))
-    assert keyword_thresholds(config, info) == {"yes": 0.9, "stop": 0.42, "go": DEFAULT_THRESHOLD}
+    assert config.keyword_thresholds(info) == {"yes": 0.9, "stop": 0.42, "go": DEFAULT_THRESHOLD}
     running = replace(config, detector=DetectorConfig(mode="running"))
-    assert keyword_thresholds(running, info)["stop"] == 0.97
+    assert running.keyword_thresholds(info)["stop"] == 0.97
     explicit = replace(config, detector=DetectorConfig(threshold=0.6))  # `detect --threshold` sweeps
-    assert keyword_thresholds(explicit, info) == {"yes": 0.9, "stop": 0.6, "go": 0.6}
+    assert explicit.keyword_thresholds(info) == {"yes": 0.9, "stop": 0.6, "go": 0.6}
 
 
 def test_vad_gate_opens_on_speech_and_closes_after_hangover() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -19,12 +20,12 @@ from wyoming.client import AsyncClient, AsyncTcpClient
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping
-from wyoming.wake import Detect, Detection
+from wyoming.wake import Detect
 
 from kws_daemon.audio.sources import read_audio
 from tests.conftest import DEMO_WAV, kws
 from tests.notify_socket import NotifySocket
-from tests.wyoming_server import Server
+from tests.wyoming_server import Server, chunks, detections, one_run, read_until, run
 
 pytestmark = pytest.mark.slow
 
@@ -45,48 +46,6 @@ def demo_detections() -> list[tuple[str, float]]:
     found = [(r["keyword"], r["time_s"]) for r in map(json.loads, result.stdout.splitlines())]
     assert len(found) >= 3
     return found
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 120))
-
-
-def chunks(audio: np.ndarray, rate: int, width: int = 2, channels: int = 1, size: int = 1024) -> list[Event]:
-    return [
-        AudioChunk(rate=rate, width=width, channels=channels, audio=audio[i : i + size].tobytes()).event()
-        for i in range(0, len(audio), size)
-    ]
-
-
-async def read_until(client: AsyncClient, kind: str, timeout: float = 30) -> list[Event]:
-    """Events up to and including the first of type `kind`."""
-    events = []
-    while True:
-        event = await asyncio.wait_for(client.read_event(), timeout)
-        assert event is not None, f"connection closed before {kind}"
-        events.append(event)
-        if event.type == kind:
-            return events
-
-
-async def one_run(port: int, events: list[Event], names: list[str] | None = None) -> list[Event]:
-    """Home Assistant's pattern: one connection per pipeline run, ended by audio-stop."""
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Detect(names=names).event())
-        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
-        for event in events:
-            await client.write_event(event)
-        await client.write_event(AudioStop().event())
-        await client.write_event(Ping(text="end").event())
-        return await read_until(client, "pong")
-
-
-def detections(events: list[Event]) -> list[tuple[str, int]]:
-    return [
-        (d.name, d.timestamp)
-        for d in (Detection.from_event(e) for e in events if Detection.is_type(e.type))
-        if d.name is not None and d.timestamp is not None
-    ]
 
 
 def test_describe_answers_info_with_every_keyword_within_100_ms(server: Server) -> None:
@@ -173,11 +132,12 @@ def test_hooks_and_metrics_see_every_stream(server: Server, demo_detections) -> 
         assert time.monotonic() < deadline, server.events.read_text()
         time.sleep(0.05)
     records = [json.loads(line) for line in server.events.read_text().splitlines()[before:]]
-    assert {r["source"] for r in records} <= {f"wyoming:{i}" for i in range(32)}
+    # wyoming:WORKER.SLOT: the default is a worker per core (two here)
+    assert {r["source"] for r in records} <= {f"wyoming:{w}.{i}" for w in range(2) for i in range(32)}
     assert len({r["source"] for r in records}) == 3  # three streams at once, three slots
     text = server.metrics()
     first = demo_detections[0][0]
-    assert f'kws_detections_total{{keyword="{first}",stream="' in text
+    assert re.search(rf'kws_detections_total{{worker="[01]",keyword="{first}",stream="\d+"}} [1-9]', text)
     assert "kws_wyoming_connections_total" in text and "kws_batches_total" in text
 
 
@@ -302,7 +262,7 @@ def test_a_client_that_never_reads_stalls_only_itself(server: Server, demo_detec
 
 
 def test_connections_beyond_the_limit_are_refused(tmp_path: Path) -> None:
-    server = Server(tmp_path, serve="max_connections: 2, idle_timeout_s: 1")
+    server = Server(tmp_path, serve="max_connections: 2, idle_timeout_s: 1, workers: 1")  # a process's limit
     try:
 
         async def limit() -> bytes:
@@ -378,7 +338,8 @@ def test_under_systemd_ready_watchdog_and_stopping(tmp_path: Path) -> None:
         assert len(pings) >= 3  # every 0.1 s (a quarter of WatchdogSec) while the loop turns
         _still_serving(server.port)
         statuses = [f for m in notify.collect(0.5) for f in m if f.startswith("STATUS=")]
-        assert f"STATUS=serving {server.uri}; 0 streams; 0 detections" in statuses
+        # the parent's, summing its workers' (one per core by default: two here)
+        assert f"STATUS=serving {server.uri}; 0 streams; 0 detections; 2/2 workers" in statuses
     finally:
         assert server.stop() == 0
     assert any("STOPPING=1" in m for m in notify.collect(0.5))

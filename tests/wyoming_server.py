@@ -1,7 +1,8 @@
-"""`kws-daemon serve` in a subprocess, for the tests that talk Wyoming to it."""
+"""`kws-daemon serve` in a subprocess, and a client's side of Wyoming, for the tests that talk to it."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -9,6 +10,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import numpy as np
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncClient, AsyncTcpClient
+from wyoming.event import Event
+from wyoming.ping import Ping
+from wyoming.wake import Detect, Detection
 
 from tests.conftest import ROOT
 
@@ -29,7 +37,9 @@ class Server:
         uri: str | None = None,
         extra: str = "",
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
+        """`args`: more of serve's command line (--model DIR, --threshold T)."""
         self.port = free_port()
         self.metrics_port = free_port()
         self.uri = uri or f"tcp://127.0.0.1:{self.port}"
@@ -43,7 +53,7 @@ class Server:
         self.log = tmp / "serve.log"
         self._log = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kws_daemon", "serve", "--config", str(config)],
+            [sys.executable, "-m", "kws_daemon", "serve", "--config", str(config), *args],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -64,3 +74,45 @@ class Server:
         rc = self.proc.wait(30)
         self._log.close()
         return rc
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def chunks(audio: np.ndarray, rate: int, width: int = 2, channels: int = 1, size: int = 1024) -> list[Event]:
+    return [
+        AudioChunk(rate=rate, width=width, channels=channels, audio=audio[i : i + size].tobytes()).event()
+        for i in range(0, len(audio), size)
+    ]
+
+
+async def read_until(client: AsyncClient, kind: str, timeout: float = 30) -> list[Event]:
+    """Events up to and including the first of type `kind`."""
+    events = []
+    while True:
+        event = await asyncio.wait_for(client.read_event(), timeout)
+        assert event is not None, f"connection closed before {kind}"
+        events.append(event)
+        if event.type == kind:
+            return events
+
+
+async def one_run(port: int, events: list[Event], names: list[str] | None = None) -> list[Event]:
+    """Home Assistant's pattern: one connection per pipeline run, ended by audio-stop."""
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Detect(names=names).event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        for event in events:
+            await client.write_event(event)
+        await client.write_event(AudioStop().event())
+        await client.write_event(Ping(text="end").event())
+        return await read_until(client, "pong")
+
+
+def detections(events: list[Event]) -> list[tuple[str, int]]:
+    return [
+        (d.name, d.timestamp)
+        for d in (Detection.from_event(e) for e in events if Detection.is_type(e.type))
+        if d.name is not None and d.timestamp is not None
+    ]

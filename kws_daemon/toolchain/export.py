@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from kws_daemon import __version__
 from kws_daemon.errors import KwsError
@@ -41,6 +42,14 @@ log = logging.getLogger("kws_daemon.export")
 QUANTIZE_CHOICES = (*METHODS, "none")
 FP32_TOLERANCE = 1e-3  # max abs logit difference, torch vs ONNX fp32
 MIN_INT8_AGREEMENT = 0.9  # top-1 agreement, int8 vs ONNX fp32
+# said when int8 is refused; the agreement is measured on --calibration's recordings when given
+INT8_ADVICE = (
+    "try --quantize int8-static --calibration DIR (recordings of your own, which the agreement is "
+    "then measured on too), or --quantize none"
+)
+INT8_DYNAMIC_ADVICE = (
+    "measure it on recordings of your own (--calibration DIR), or keep fp32 with --quantize none"
+)
 TORCH_PARITY_WINDOWS = 32  # eager torch is several times slower than ONNX; few windows bound the diff
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -188,6 +197,35 @@ def _provenance(source: str | Path, model: Any, extra: dict[str, Any] | None) ->
     return {**provenance, **(extra or {})}
 
 
+TRAINED_CREDITS = {  # a model our scripts trained (they pass `provenance`); its card credits the data
+    "attribution": "kws-daemon",
+    "licence": "MIT (kws-daemon); the training data is credited in MODEL_CARD.md",
+}
+
+
+def credits(source: str | Path) -> dict[str, str]:
+    """kws.json's attribution and licence for an exported checkpoint: the licence its model card
+    states (the `license:` of README.md's front matter, as the Hub shows it), where it states one."""
+    readme = Path(source) / "README.md"
+    if not readme.is_file() and not Path(source).exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            with quiet("huggingface_hub"):
+                readme = Path(hf_hub_download(str(source), "README.md"))
+        except Exception:  # offline, or a repository without a card: the licence is not stated
+            pass
+    licence = "not stated by the checkpoint's model card"
+    try:
+        front = readme.read_text().split("---")
+        meta = yaml.safe_load(front[1]) if readme.is_file() and len(front) > 2 else None
+        if isinstance(meta, dict) and meta.get("license"):
+            licence = f"{meta['license']} (the checkpoint's model card)"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    return {"attribution": f"{source} (Hugging Face checkpoint)", "licence": licence}
+
+
 @dataclass
 class _Run:
     """One export's destination, policy and growing report; `check` refuses or records an override."""
@@ -197,11 +235,13 @@ class _Run:
     report: dict[str, Any]
     steps: Steps
 
-    def check(self, ok: bool, message: str) -> None:
+    def check(self, ok: bool, message: str, advice: str = "") -> None:
+        """`advice`: what to try instead, said with the refusal."""
         if ok:
             return
         if not self.force:
-            raise KwsError(f"{message}; not writing {self.output} (--force writes it anyway)")
+            instead = f"; {advice}" if advice else ""
+            raise KwsError(f"{message}; not writing {self.output}{instead} (--force writes it anyway)")
         log.warning("%s; writing it anyway (--force)", message)
         self.report.setdefault("forced", []).append(message)
 
@@ -255,6 +295,7 @@ def _int8(
     run.check(
         agreement >= MIN_INT8_AGREEMENT,
         f"int8 agrees with fp32 on {agreement:.1%} of top-1 labels (< {MIN_INT8_AGREEMENT:.0%})",
+        INT8_ADVICE if quantize == "int8" else "try --quantize none (fp32), or other recordings",
     )
     return windows, logits
 
@@ -352,6 +393,7 @@ def _write_metadata(
         "hop_ms": hop_ms,
         "provenance": _provenance(report["source"], model, provenance),
         "export": report,
+        **(TRAINED_CREDITS if provenance else credits(report["source"])),
     }
     (directory / "kws.json").write_text(json.dumps(kws, indent=2) + "\n")
     (directory / "MODEL_CARD.md").write_text(card or model_card(model.config, kws))

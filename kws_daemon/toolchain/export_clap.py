@@ -20,15 +20,21 @@ import numpy as np
 from kws_daemon.errors import KwsError
 from kws_daemon.frontends import ClapInput, ClapParams
 from kws_daemon.model import Model, ModelInfo, frontend_of, sha256_file
-from kws_daemon.toolchain.export import _provenance, _Run
+from kws_daemon.toolchain.export import _provenance, _Run, credits
 from kws_daemon.toolchain.export_classifier import onnx_stages
 from kws_daemon.toolchain.progress import Steps, quiet
+from kws_daemon.toolchain.windows import audio_files, recorded_audio
 
 TEMPLATE = "This is a sound of {}."  # transformers' ZeroShotAudioClassificationPipeline default
 
 
-def _sounds(rate: int) -> tuple[list[np.ndarray], str]:
-    """Parity audio: tones, chirps and noise bursts of 1 to 10 s at the model's rate."""
+def _sounds(rate: int, calibration: Path | None) -> tuple[list[np.ndarray], str]:
+    """Parity audio at the model's rate: the recordings under `calibration`, else tones, chirps and
+    noise bursts of 1 to 10 s."""
+    if calibration is not None:
+        files = audio_files(calibration)
+        audio = [x.astype(np.float32) / 32768 for x in recorded_audio(files, rate)]
+        return audio, f"{len(files)} recordings from {calibration}"
     rng = np.random.default_rng(0)
     out = []
     for i in range(8):
@@ -56,6 +62,7 @@ def write_clap_model_dir(
     *,
     template: str = TEMPLATE,
     quantize: str = "int8",
+    calibration: Path | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     import torch
@@ -110,7 +117,7 @@ def write_clap_model_dir(
             return torch.nn.functional.normalize(audio, dim=-1) @ self.prompts.T
 
     scores = Scores().eval()
-    audio, data = _sounds(params.sample_rate)
+    audio, data = _sounds(params.sample_rate, calibration)
     inputs = [to_input(a) for a in audio]
     report: dict[str, Any] = {
         "source": str(source),
@@ -150,6 +157,7 @@ def write_clap_model_dir(
             "template": template,
             "provenance": _provenance(source, model, None),
             "export": report,
+            **credits(source),
         }
         (staging / "kws.json").write_text(json.dumps(kws, indent=2) + "\n")
         with steps.step("loading the directory as the daemon does"):

@@ -13,6 +13,16 @@ from pathlib import Path
 from kws_daemon.toolchain.labels import SC_MEAN, SC_STD, SPEECH_COMMANDS_V2
 
 
+def _card(directory: Path, of: str) -> None:
+    """A README.md as the Hub's model cards have it (front matter with `license:`), so the exporter's
+    reading of a checkpoint's licence is proved too. The weights are random, made here: MIT, as this
+    project; the real checkpoint's licence is on its own card."""
+    (directory / "README.md").write_text(
+        f"---\nlicense: mit\ntags: [kws-daemon-stand-in]\n---\n# Stand-in for {of}\n\n"
+        "The real architecture with seeded random weights, written by kws_daemon.toolchain.standin.\n"
+    )
+
+
 @dataclass(frozen=True)
 class AstSize:
     hidden: int
@@ -50,6 +60,7 @@ def save_ast_checkpoint(
     torch.manual_seed(seed)
     ASTForAudioClassification(config).eval().save_pretrained(directory)
     ASTFeatureExtractor(mean=SC_MEAN, std=SC_STD, max_length=128).save_pretrained(directory)
+    _card(directory, "MIT/ast-finetuned-speech-commands-v2")
     return directory
 
 
@@ -106,6 +117,7 @@ def save_wav2vec2_checkpoint(
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
     ).save_pretrained(directory)
+    _card(directory, "anton-l/xtreme_s_xlsr_300m_minds14")
     return directory
 
 
@@ -154,6 +166,7 @@ def save_whisper_checkpoint(
     torch.manual_seed(seed)
     WhisperForAudioClassification(config).eval().save_pretrained(directory)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
+    _card(directory, "sanchit-gandhi/whisper-medium-fleurs-lang-id")
     return directory
 
 
@@ -231,4 +244,5 @@ def save_clap_checkpoint(directory: Path, size: ClapSize = CLAP_HTSAT_UNFUSED_SI
     torch.manual_seed(seed)
     ClapModel(config).eval().save_pretrained(directory)
     ClapProcessor(ClapFeatureExtractor(truncation="rand_trunc"), tokenizer).save_pretrained(directory)
+    _card(directory, "laion/clap-htsat-unfused")
     return directory

@@ -34,14 +34,19 @@ def audio_files(directory: Path, limit: int = 200) -> list[Path]:
     return files[::step][:limit]
 
 
-def recorded_windows(files: list[Path], params: FbankParams) -> np.ndarray:
-    """Windows from real recordings (any rate, resampled to 16 kHz); unreadable files are an error."""
-    fbank = Fbank(params.num_mel_bins)
-    windows = []
+def recorded_audio(files: list[Path], rate: int = MODEL_RATE) -> list[np.ndarray]:
+    """Real recordings (any rate) at `rate`, int16; an unreadable file is an error."""
+    out = []
     for path in files:
-        samples, rate = read_audio(path)
-        windows.append(clip_window(Resampler(rate, MODEL_RATE)(samples, last=True), fbank, params))
-    return np.stack(windows)
+        samples, file_rate = read_audio(path)
+        out.append(Resampler(file_rate, rate)(samples, last=True))
+    return out
+
+
+def recorded_windows(files: list[Path], params: FbankParams) -> np.ndarray:
+    """Windows from real recordings (resampled to 16 kHz)."""
+    fbank = Fbank(params.num_mel_bins)
+    return np.stack([clip_window(samples, fbank, params) for samples in recorded_audio(files)])
 
 
 def synthetic_windows(params: FbankParams, count: int = 64, seed: int = 0) -> np.ndarray:
