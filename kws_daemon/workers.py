@@ -245,7 +245,7 @@ class WorkerPool:
     async def _restart(self, old: Worker) -> None:
         await old.proc.wait()
         self._close_notify(old)
-        await asyncio.sleep(min(30.0, 1.0 if time.monotonic() - old.started > 10 else 5.0))
+        await asyncio.sleep(1.0 if old.ready else 5.0)  # one that never got ready may fail again
         if self._stop is not None and self._stop.is_set():
             return
         new = await self._spawn(old.index)

@@ -25,7 +25,7 @@ from wyoming.wake import Detect
 from kws_daemon.audio.sources import read_audio
 from tests.conftest import DEMO_WAV, kws
 from tests.notify_socket import NotifySocket
-from tests.wyoming_server import Server, chunks, detections, one_run, read_until, run
+from tests.wyoming_server import HOSTILE, Server, chunks, detections, one_run, raw, read_until, run
 
 pytestmark = pytest.mark.slow
 
@@ -141,23 +141,6 @@ def test_hooks_and_metrics_see_every_stream(server: Server, demo_detections) -> 
     assert "kws_wyoming_connections_total" in text and "kws_batches_total" in text
 
 
-def _raw(port: int, data: bytes, wait: float = 5.0) -> bytes:
-    """Sends raw bytes; returns what came back until the server closed the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-        try:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)  # a truncated event is truncated for good
-        except (BrokenPipeError, ConnectionResetError):
-            return b""
-        received = b""
-        try:
-            while chunk := s.recv(65536):
-                received += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return received
-
-
 def _still_serving(port: int) -> None:
     async def ping() -> None:
         async with AsyncTcpClient("127.0.0.1", port) as client:
@@ -167,33 +150,10 @@ def _still_serving(port: int) -> None:
     run(ping())
 
 
-@pytest.mark.parametrize(
-    "data, why",
-    [
-        (b'{"type": "audio-chunk", "payload_length": 1000000000000}\n', "at most"),
-        (b'{"type": "audio-chunk", "data_length": 99999999999}\n', "at most"),
-        (b"not json at all\n", "malformed"),
-        (b"[1, 2, 3]\n", "bad event"),
-        (b'{"type": "audio-chunk", "data": {"rate": 16000}, "payload_length": 2}\nab', "bad event"),
-        (
-            b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 7, "channels": 1}, '
-            b'"payload_length": 2}\nab',
-            "not supported",
-        ),
-        (
-            b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, '
-            b'"payload_length": 3}\nabc',
-            "whole frames",
-        ),
-        (b'{"type": "detect", "data": {"names": "stop"}}\n', "list of strings"),
-        (b'{"type": "audio-start", "data": {"rate": -5, "width": 2, "channels": 1}}\n', "not supported"),
-        (b"x" * 70000 + b"\n", "64 KiB"),
-        (b'{"type": "audio-chunk", "payload_length": 100}\n' + b"\0" * 10, "inside an event"),
-    ],
-)
+@pytest.mark.parametrize("data, why", HOSTILE)
 def test_a_broken_client_is_closed_with_a_log_line(server: Server, data: bytes, why: str) -> None:
     t0 = time.monotonic()
-    _raw(server.port, data)
+    raw(server.port, data)
     assert time.monotonic() - t0 < 4  # closed by the server, not by our timeout
     deadline = time.monotonic() + 5
     while why not in server.log.read_text():
@@ -238,7 +198,7 @@ def test_random_bytes_never_take_the_server_down(server: Server) -> None:
             for _ in range(rng.randrange(1, 8)):
                 flipped[rng.randrange(len(flipped))] = rng.randrange(256)
             data = bytes(flipped)
-        _raw(server.port, data, wait=0.3)
+        raw(server.port, data, wait=0.3)
     _still_serving(server.port)
     assert server.proc.poll() is None
 
@@ -273,7 +233,7 @@ def test_connections_beyond_the_limit_are_refused(tmp_path: Path) -> None:
                 for client in (a, b):
                     await client.write_event(Ping().event())
                     await read_until(client, "pong")
-                third = await asyncio.to_thread(_raw, server.port, Ping().event().type.encode())
+                third = await asyncio.to_thread(raw, server.port, Ping().event().type.encode())
             return third
 
         assert run(limit()) == b""  # closed at once

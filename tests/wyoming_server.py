@@ -116,3 +116,44 @@ def detections(events: list[Event]) -> list[tuple[str, int]]:
         for d in (Detection.from_event(e) for e in events if Detection.is_type(e.type))
         if d.name is not None and d.timestamp is not None
     ]
+
+
+def raw(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    """Sends raw bytes; returns what came back until the server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # a truncated event is truncated for good
+        except (BrokenPipeError, ConnectionResetError):
+            return b""
+        received = b""
+        try:
+            while chunk := s.recv(65536):
+                received += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return received
+
+
+# what a broken or hostile client sends, and a word of the log line that closes its connection
+HOSTILE = [
+    (b'{"type": "audio-chunk", "payload_length": 1000000000000}\n', "at most"),
+    (b'{"type": "audio-chunk", "data_length": 99999999999}\n', "at most"),
+    (b"not json at all\n", "malformed"),
+    (b"[1, 2, 3]\n", "bad event"),
+    (b'{"type": "audio-chunk", "data": {"rate": 16000}, "payload_length": 2}\nab', "bad event"),
+    (
+        b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 7, "channels": 1}, '
+        b'"payload_length": 2}\nab',
+        "not supported",
+    ),
+    (
+        b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, '
+        b'"payload_length": 3}\nabc',
+        "whole frames",
+    ),
+    (b'{"type": "detect", "data": {"names": "stop"}}\n', "list of strings"),
+    (b'{"type": "audio-start", "data": {"rate": -5, "width": 2, "channels": 1}}\n', "not supported"),
+    (b"x" * 70000 + b"\n", "64 KiB"),
+    (b'{"type": "audio-chunk", "payload_length": 100}\n' + b"\0" * 10, "inside an event"),
+]
