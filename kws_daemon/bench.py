@@ -458,7 +458,8 @@ def compare_report(result: dict[str, Any]) -> str:
             ]
         )
     header = ["same stream", "CPU s/audio s", "× ours", "decision p50 ms", "p95", "× ours (p95)", "load s"]
-    return table(header, rows)
+    skipped = [f"skipped {name}: {why}" for name, why in result["compare"]["skipped"].items()]
+    return "\n".join([table(header, rows), *skipped])
 
 
 def command(args: argparse.Namespace, config: Config) -> int:
@@ -467,10 +468,6 @@ def command(args: argparse.Namespace, config: Config) -> int:
         from kws_daemon.plot import require_matplotlib
 
         require_matplotlib("--plot")
-    if args.compare:
-        from kws_daemon.compare import require
-
-        require()
     options = BenchOptions(
         input=args.input,
         duration=args.duration,

@@ -370,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=_threshold, default=0.0, metavar="T", help="for all keywords (default 0)"
     )
     p.add_argument("--batched-only", action="store_true", help="skip the unbatched runs")
+    p.add_argument(
+        "--workers", default="1", metavar="N,N,...", help="serve --workers of each run (default 1)"
+    )
+    p.add_argument(
+        "--capacity",
+        action="store_true",
+        help="search the most streams in real time with p95 < 500 ms, from the first --streams up",
+    )
     p.add_argument("--json", metavar="OUT", help="write every measurement as JSON")
     p.set_defaults(func=cmd_bench_serve)
 

@@ -8,7 +8,9 @@
 
 Each is measured like the fast pass: process CPU seconds per audio second, and the wall time from
 new audio to scores (a window, a chunk) per decision. torch, transformers, openwakeword and
-pymicro_wakeword come from the optional `compare` extra and are imported only here.
+pymicro_wakeword come from the optional `compare` extra and are imported only here. What cannot run
+(a package missing; the seeds' way without a checkpoint, as for a model trained here) is skipped,
+with the reason, and the others are still compared.
 """
 
 from __future__ import annotations
@@ -37,25 +39,31 @@ MWW_CHUNK = 480  # 30 ms: three of microWakeWord's 10 ms feature frames, its mod
 MWW = "pymicro-wakeword 2.5.0"
 
 
-MODULES = ("torch", "transformers", "openwakeword", "pymicro_wakeword")
+NEEDS = {SEEDS: ("torch", "transformers"), OWW: ("openwakeword",), MWW: ("pymicro_wakeword",)}
 
 
-def require() -> None:
-    """Fails before any measuring when the `compare` extra is missing (without importing torch yet)."""
-    for name in MODULES:
-        if importlib.util.find_spec(name) is None:
-            raise KwsError(f"--compare needs {name}: pip install torch==2.13.0 'kws-daemon[compare]'")
+def missing(engine: str) -> str | None:
+    """Why `engine` cannot run here (a package of the `compare` extra is not installed), or None."""
+    absent = [name for name in NEEDS[engine] if importlib.util.find_spec(name) is None]
+    if not absent:
+        return None
+    return f"needs {', '.join(absent)}: pip install torch==2.13.0 'kws-daemon[compare]'"
 
 
-def checkpoint_of(model: Model, given: Path | None) -> Path:
-    """The Hugging Face checkpoint the ONNX model was exported from: --checkpoint, else kws.json's record."""
+def checkpoint_of(model: Model, given: Path | None) -> tuple[Path | None, str]:
+    """The Hugging Face checkpoint the ONNX model was exported from (--checkpoint, else kws.json's
+    record), or None and why not. A --checkpoint that is not one is an error."""
+    if given is not None:
+        if not (given / "config.json").is_file():
+            raise KwsError(f"--checkpoint {given}: not a checkpoint directory (it has no config.json)")
+        return given, ""
     kws = model.info.kws
-    recorded = kws.get("provenance", {}).get("source") or kws.get("export", {}).get("source")
-    path = given or (Path(recorded) if recorded else None)
-    if path is None or not (path / "config.json").is_file():
-        what = f"{path} is not a checkpoint directory" if path else "kws.json records no source checkpoint"
-        raise KwsError(f"--compare: {what}; pass --checkpoint DIR (the model's Hugging Face checkpoint)")
-    return path
+    recorded = kws.get("export", {}).get("source") or kws.get("provenance", {}).get("source")
+    if recorded and (Path(recorded) / "config.json").is_file():
+        return Path(recorded), ""
+    if recorded:
+        return None, f"its checkpoint {recorded} is not on this machine; pass --checkpoint DIR"
+    return None, "the model has no Hugging Face checkpoint (trained here); pass --checkpoint DIR for one"
 
 
 def _measure(
@@ -170,18 +178,30 @@ def microwakeword_way(audio: np.ndarray) -> dict[str, Any]:
 
 
 def compare(
-    ours: dict[str, Any], audio: np.ndarray, detector: DetectorConfig, checkpoint: Path
+    ours: dict[str, Any],
+    audio: np.ndarray,
+    detector: DetectorConfig,
+    checkpoint: tuple[Path | None, str],
 ) -> dict[str, Any]:
-    """The alternatives on `audio`, with ratios to our fast pass (theirs ÷ ours: > 1 means we use less)."""
-    engines = {
-        SEEDS: seeds_way(checkpoint, audio, detector),
-        OWW: openwakeword_way(audio),
-        MWW: microwakeword_way(audio),
+    """The alternatives that can run on `audio`, with ratios to our fast pass (theirs ÷ ours: > 1
+    means we use less), and why the others were skipped."""
+    path, no_checkpoint = checkpoint
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        SEEDS: lambda: seeds_way(path, audio, detector) if path else {},
+        OWW: lambda: openwakeword_way(audio),
+        MWW: lambda: microwakeword_way(audio),
     }
+    engines, skipped = {}, {}
+    for name, measure in runs.items():
+        why = no_checkpoint if name == SEEDS and path is None else missing(name)
+        if why:
+            skipped[name] = why
+        else:
+            engines[name] = measure()
     fast = ours["fast"]
     for engine in engines.values():
         engine["cpu_ratio"] = engine["cpu_per_audio_s"] / fast["cpu_per_audio_s"]
         engine["cpu_ratio_gate_open"] = engine["cpu_per_audio_s"] / fast["cpu_per_audio_s_gate_open"]
         for q in ("p50", "p95"):
             engine[f"latency_ratio_{q}"] = engine["decision_ms"][q] / fast["decision_ms"][q]
-    return {"engines": engines}
+    return {"engines": engines, "skipped": skipped}

@@ -37,6 +37,7 @@ RATE = 16000
 CHUNK = 1024  # samples per audio-chunk, as wyoming-satellite sends them
 BACKLOG_S = 0.5
 LATE_S = 1.0
+TARGET_P95_MS = 500.0  # --capacity: the most streams kept in real time with p95 word end -> detection below
 
 
 @dataclass
@@ -53,8 +54,14 @@ def _free_port() -> int:
 
 
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of `pid` and its children (a `--workers` server's worker processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_s(int(child)) for child in children)
 
 
 async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray) -> StreamResult:
@@ -101,30 +108,35 @@ async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray) -> Stre
     return StreamResult(latencies, detections, backlog)
 
 
-def _serve(config_path: Path, port: int, batch: bool) -> subprocess.Popen[bytes]:
+def _serve(config_path: Path, port: int, batch: bool, workers: int) -> subprocess.Popen[bytes]:
+    """A server on `port`, once every worker is ready (its log, beside the config, says so)."""
     command = [sys.executable, "-m", "kws_daemon", "serve", "--config", str(config_path)]
-    command += ["--uri", f"tcp://127.0.0.1:{port}"] + ([] if batch else ["--no-batch"])
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise KwsError(f"bench-serve: the server did not start: {err.strip()[-300:]}") from None
-            time.sleep(0.1)
+    command += ["--uri", f"tcp://127.0.0.1:{port}", "--workers", str(workers)]
+    command += [] if batch else ["--no-batch"]
+    log = config_path.with_suffix(".log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out)
+    ready = f"with {workers} workers" if workers > 1 else "serving"
+    deadline = time.monotonic() + 120
+    while ready not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = log.read_text(errors="replace").strip()[-300:]
+            raise KwsError(f"bench-serve: the server did not start: {err}")
+        time.sleep(0.1)
+    return proc
 
 
-def run_count(config_path: Path, streams: int, batch: bool, seconds: float) -> dict[str, Any]:
+def run_count(
+    config_path: Path, streams: int, batch: bool, seconds: float, workers: int = 1
+) -> dict[str, Any]:
     audios = [generated_stream(seconds, seed=i) for i in range(streams)]
     ends = [np.array([e for _, e in voiced_runs(a, above_floor_db=18)]) / RATE for a in audios]
     port = _free_port()
-    proc = _serve(config_path, port, batch)
+    proc = _serve(config_path, port, batch, workers)
     try:
         contention = Contention()
-        cpu0, wall0 = _cpu_s(proc.pid), time.perf_counter()
+        cpu0, wall0, client0 = _cpu_s(proc.pid), time.perf_counter(), time.process_time()
 
         async def all_streams() -> list[StreamResult]:
             return await asyncio.gather(*(_stream(port, a, e) for a, e in zip(audios, ends, strict=True)))
@@ -132,6 +144,7 @@ def run_count(config_path: Path, streams: int, batch: bool, seconds: float) -> d
         results = asyncio.run(all_streams())
         cpu = _cpu_s(proc.pid) - cpu0
         wall = time.perf_counter() - wall0
+        client = time.process_time() - client0
         others = contention.other_cores()
     finally:
         proc.terminate()
@@ -142,11 +155,13 @@ def run_count(config_path: Path, streams: int, batch: bool, seconds: float) -> d
     worst = max(latencies) if latencies else float("nan")
     return {
         "streams": streams,
+        "workers": workers,
         "batched": batch,
         "audio_s_per_stream": seconds,
         "wall_s": round(wall, 2),
         "server_cpu_s": round(cpu, 2),
         "cpu_per_stream_percent": round(100 * cpu / wall / streams, 2),
+        "client_cpu_s": round(client, 2),  # the streams' senders, on the same machine
         "detections": sum(r.detections for r in results),
         "timed_detections": len(latencies),
         "latency_ms": {
@@ -156,6 +171,9 @@ def run_count(config_path: Path, streams: int, batch: bool, seconds: float) -> d
         },
         "max_backlog_s": round(backlog, 3),
         "realtime": bool(backlog <= BACKLOG_S and (not latencies or worst <= LATE_S * 1000)),
+        "within_target": bool(
+            backlog <= BACKLOG_S and latencies and worst <= LATE_S * 1000 and p95 < TARGET_P95_MS
+        ),
         "other_cores_busy": None if others is None else round(others, 2),
     }
 
@@ -164,6 +182,7 @@ def report(result: dict[str, Any]) -> str:
     rows = [
         [
             str(r["streams"]),
+            str(r.get("workers", 1)),
             "batched" if r["batched"] else "unbatched",
             "yes" if r["realtime"] else "NO",
             f"{r['cpu_per_stream_percent']:.2f} %",
@@ -175,19 +194,77 @@ def report(result: dict[str, Any]) -> str:
         ]
         for r in result["runs"]
     ]
-    header = ["streams", "inference", "real time", "CPU/stream", "p50 ms", "p95 ms", "max ms", "backlog s"]
+    header = [
+        "streams",
+        "workers",
+        "inference",
+        "real time",
+        "CPU/stream",
+        "p50 ms",
+        "p95 ms",
+        "max ms",
+        "backlog s",
+    ]
     lines = [
         f"kws-daemon serve on {result['machine']['cpu']} ({result['machine']['cores']} cores), "
         f"mode {result['mode']}, {result['seconds']:g} s of speech per stream, word end -> detection:",
         table([*header, "timed/all"], rows),
     ]
+    capacity = result.get("capacity")
+    if capacity:
+        one = capacity.get("1", {}).get("streams")
+        parts = []
+        for workers, c in capacity.items():
+            ratio = f", {c['streams'] / one:.2f}x one worker's" if one and workers != "1" else ""
+            parts.append(
+                f"{workers} worker(s): {c['streams']} streams ({c['streams_per_core']:g} per core{ratio})"
+            )
+        lines.append(
+            f"capacity (real time, p95 word end -> detection < {TARGET_P95_MS:g} ms): " + "; ".join(parts)
+        )
     return "\n".join(lines)
 
 
+def capacity(
+    config_path: Path, batch: bool, seconds: float, workers: int, start: int, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """The most streams within the target: doubling from `start` to the first miss, then halving
+    the gap until it is within an eighth."""
+    ok, bad, n = 0, None, start
+    runs = []
+
+    def attempt(count: int) -> bool:
+        print(f"  {count} streams, {workers} worker(s) ...", file=sys.stderr, flush=True)
+        runs.append(run_count(config_path, count, batch, seconds, workers))
+        return bool(runs[-1]["within_target"])
+
+    while n <= limit:
+        if not attempt(n):
+            bad = n
+            break
+        ok, n = n, n * 2
+    while bad is not None and bad - ok > max(1, ok // 8):
+        mid = (ok + bad) // 2
+        if attempt(mid):
+            ok = mid
+        else:
+            bad = mid
+    return ok, runs
+
+
+def _counts(flag: str, text: str, most: int) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or max(counts) > most:
+        raise KwsError(f"{flag}: numbers from 1 to {most}, comma-separated (got {text!r})")
+    return counts
+
+
 def command(args: argparse.Namespace, config: Config) -> int:
-    counts = [int(x) for x in args.streams.split(",")]
-    if not counts or min(counts) < 1 or max(counts) > config.serve.max_connections:
-        raise KwsError(f"--streams: 1 to serve.max_connections ({config.serve.max_connections}) each")
+    counts = _counts("--streams", args.streams, 1023)  # the server's own config allows them
+    worker_counts = _counts("--workers", args.workers, 256)
     mode = args.mode or config.mode_for(ModelInfo.load(config.model))
     with tempfile.TemporaryDirectory(prefix="kws-bench-serve-") as work:
         config_path = Path(work) / "serve.yaml"
@@ -195,23 +272,31 @@ def command(args: argparse.Namespace, config: Config) -> int:
         data: dict[str, Any] = {
             "model": str(config.model),
             "detector": {"mode": mode, "threshold": threshold},
-            # one more slot: the readiness probe's connection may not have been released yet
-            "serve": {"max_connections": min(1024, max(counts) + 1)},
+            "serve": {"max_connections": 1024},
         }
         config_path.write_text(json.dumps(data))
         runs = []
-        for n in counts:
-            for batch in (True, False) if not args.batched_only else (True,):
-                print(
-                    f"  {n} streams, {'batched' if batch else 'unbatched'} ...", file=sys.stderr, flush=True
-                )
-                runs.append(run_count(config_path, n, batch, args.duration))
+        found: dict[str, dict[str, Any]] = {}
+        cores = machine()["cores"]
+        for workers in worker_counts:
+            if args.capacity:
+                streams, tried = capacity(config_path, True, args.duration, workers, counts[0], 1024)
+                runs += tried
+                per_core = round(streams / min(workers, cores), 1)
+                found[str(workers)] = {"streams": streams, "streams_per_core": per_core}
+                continue
+            for n in counts:
+                for batch in (True, False) if not args.batched_only else (True,):
+                    inference = "batched" if batch else "unbatched"
+                    print(f"  {n} streams, {workers} worker(s), {inference} ...", file=sys.stderr, flush=True)
+                    runs.append(run_count(config_path, n, batch, args.duration, workers))
     result = {
         "machine": machine(),
         "mode": mode,
         "seconds": args.duration,
         "threshold": args.threshold,
         "runs": runs,
+        **({"capacity": found} if args.capacity else {}),
     }
     print(report(result), flush=True)
     if args.json:
