@@ -376,7 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--capacity",
         action="store_true",
-        help="search the most streams in real time with p95 < 500 ms, from the first --streams up",
+        help="search the most real-time streams with p95 word end -> detection < --target-ms",
+    )
+    p.add_argument(
+        "--target-ms", type=float, default=500.0, metavar="MS", help="for --capacity (default 500)"
     )
     p.add_argument("--json", metavar="OUT", help="write every measurement as JSON")
     p.set_defaults(func=cmd_bench_serve)

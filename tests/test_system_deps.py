@@ -7,7 +7,15 @@ import subprocess
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "install-system-deps"
-TEST_PACKAGES = {"pulseaudio", "pulseaudio-utils", "libasound2-plugins", "espeak-ng", "sox", "systemd"}
+TEST_PACKAGES = {
+    "pulseaudio",
+    "pulseaudio-utils",
+    "libasound2-plugins",
+    "espeak-ng",
+    "sox",
+    "systemd",
+    "haproxy",
+}
 
 
 def _script(*args: str) -> subprocess.CompletedProcess[str]:

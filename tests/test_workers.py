@@ -62,6 +62,10 @@ def test_streams_spread_over_the_workers_and_all_are_decided(tmp_path: Path) -> 
         accepted = _accepted(server)
         assert set(accepted) == {"0", "1"} and sum(accepted.values()) == 12
         assert min(accepted.values()) >= 2, accepted  # SO_REUSEPORT spreads them (one shared socket did not)
+        deadline = time.monotonic() + 10  # the jsonl hook writes on its own thread
+        while server.events.read_text().count("\n") < 48:
+            assert time.monotonic() < deadline, server.events.read_text()
+            time.sleep(0.05)
         records = [json.loads(line) for line in server.events.read_text().splitlines()]
         assert len(records) == 48 and {r["source"].split(".")[0] for r in records} == {
             "wyoming:0",
