@@ -39,16 +39,22 @@ def test_info_matches_the_directory(directory: Path | None) -> None:
     assert f"sha256 model.onnx: {kws_json['sha256']} (matches kws.json)" in text
 
 
+def _with_default_mode(tmp_path: Path, mode: str) -> Path:
+    """A copy of the shipped directory whose kws.json names `mode` as its default."""
+    copy = tmp_path / mode
+    copy.mkdir()
+    for p in default_model_dir().iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    kws_json = json.loads((copy / "kws.json").read_text())
+    (copy / "kws.json").write_text(json.dumps({**kws_json, "default_mode": mode}))
+    return copy
+
+
 def test_info_on_a_bad_directory_is_one_line(tmp_path: Path) -> None:
     missing = kws("info", str(tmp_path / "nope"))
     assert missing.returncode == 2 and missing.stderr.decode().count("\n") == 1
     assert "does not exist" in missing.stderr.decode()
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for p in default_model_dir().iterdir():
-        (broken / p.name).write_bytes(p.read_bytes())
-    kws_json = json.loads((broken / "kws.json").read_text())
-    (broken / "kws.json").write_text(json.dumps({**kws_json, "default_mode": "sounds"}))
+    broken = _with_default_mode(tmp_path, "sounds")
     result = kws("info", str(broken))
     assert result.returncode == 1 and result.stderr.decode().count("\n") == 1
     assert (
@@ -60,12 +66,7 @@ def test_a_default_mode_in_kws_json_is_what_runs(tmp_path: Path) -> None:
     """The model directory may name its own default mode: running here, so words inside speech count."""
     from tests.conftest import DEMO_WAV
 
-    running = tmp_path / "running"
-    running.mkdir()
-    for p in default_model_dir().iterdir():
-        (running / p.name).write_bytes(p.read_bytes())
-    kws_json = json.loads((running / "kws.json").read_text())
-    (running / "kws.json").write_text(json.dumps({**kws_json, "default_mode": "running"}))
+    running = _with_default_mode(tmp_path, "running")
     assert json.loads(kws("info", str(running), "--json").stdout)["default_mode"] == "running"
     result = kws("run", "--model", str(running), "--input", str(DEMO_WAV), "--fast")
     assert result.returncode == 0 and "running mode" in result.stderr.decode()
