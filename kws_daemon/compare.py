@@ -187,13 +187,14 @@ def compare(
     means we use less), and why the others were skipped."""
     path, no_checkpoint = checkpoint
     runs: dict[str, Callable[[], dict[str, Any]]] = {
-        SEEDS: lambda: seeds_way(path, audio, detector) if path else {},
         OWW: lambda: openwakeword_way(audio),
         MWW: lambda: microwakeword_way(audio),
     }
-    engines, skipped = {}, {}
+    if path is not None:
+        runs = {SEEDS: lambda: seeds_way(path, audio, detector), **runs}
+    engines, skipped = {}, {} if path is not None else {SEEDS: no_checkpoint}
     for name, measure in runs.items():
-        why = no_checkpoint if name == SEEDS and path is None else missing(name)
+        why = missing(name)
         if why:
             skipped[name] = why
         else:
