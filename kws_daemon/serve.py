@@ -180,7 +180,7 @@ class WakeServer:
         )
         uri = self.config.serve.uri
         if self._shared is None:
-            _check_unix_path(uri)
+            check_unix_path(uri)
         server = AsyncServer.from_uri(uri) if self._shared is None else SharedSocket(self._shared)
         try:
             await server.start(lambda reader, writer: Connection(self, reader, writer))
@@ -498,7 +498,7 @@ def _info_event(names: list[str], model: Model, config: Config) -> Event:
     return Info(wake=[program]).event()
 
 
-def _check_unix_path(uri: str) -> None:
+def check_unix_path(uri: str) -> None:
     """The wyoming library unlinks a unix socket's path before binding: never a file that is not a socket."""
     parsed = urlparse(uri)
     if parsed.scheme != "unix":

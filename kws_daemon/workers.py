@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from kws_daemon.config import Config
 from kws_daemon.errors import KwsError
 from kws_daemon.prometheus import Exposition, MetricsServer
 from kws_daemon.sdnotify import Notifier
+from kws_daemon.serve import announce, check_unix_path
 
 log = logging.getLogger("kws_daemon.workers")
 
@@ -66,15 +66,10 @@ def _bind(uri: str, reuse_port: bool = True) -> socket.socket:
     parsed = urlparse(uri)
     try:
         if parsed.scheme == "unix":
-            path = Path(parsed.path)
-            if not path.parent.is_dir():
-                raise KwsError(f"serve.uri {uri}: directory {path.parent} does not exist")
-            if path.is_symlink() or path.exists():
-                if not stat.S_ISSOCK(path.lstat().st_mode):
-                    raise KwsError(f"serve.uri {uri}: {path} exists and is not a socket; not replacing it")
-                path.unlink()
+            check_unix_path(uri)  # an old socket may be replaced, never another file
+            Path(parsed.path).unlink(missing_ok=True)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(str(path))
+            sock.bind(parsed.path)
             sock.listen(1024)
         else:
             assert parsed.hostname is not None and parsed.port is not None  # config.wyoming_uri checked
@@ -182,8 +177,6 @@ class WorkerPool:
             raise
         zeroconf = None
         if self.config.serve.zeroconf:
-            from kws_daemon.serve import announce
-
             zeroconf = await announce(self.config)
         if self.metrics is not None:
             self.metrics.start()
