@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kws_daemon import __version__
+from kws_daemon import __version__, enroll, trainkwcli
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.sources import file_blocks, list_devices
 from kws_daemon.config import MODES, Config, load, wyoming_uri
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
-from kws_daemon.model import ModelInfo
+from kws_daemon.modelgroup import load_info
 from kws_daemon.modes import Stream, make_pipeline
 from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.service import Daemon, load_model, warn_if_writable
@@ -52,7 +52,7 @@ def print_error(message: str) -> None:
 def _config(args: argparse.Namespace) -> Config:
     config = load(args.config) if args.config else Config()
     if getattr(args, "model", None):
-        config = replace(config, model=Path(args.model))
+        config = replace(config, model=Path(args.model), more_models=())
     if getattr(args, "threshold", None) is not None:
         config = replace(config, detector=replace(config.detector, threshold=args.threshold))
     if getattr(args, "mode", None):
@@ -132,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = serve.workers or default_workers()
     if workers == 1:
         return WakeServer(config).run()
-    info = ModelInfo.load(config.model)  # a config error once, before N workers would each say it
+    info = load_info(config.models)  # a config error once, before N workers would each say it
     config.check_against(info)
     return WorkerPool(config, args.argv, workers).run()
 
@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--template", default="This is a sound of {}.", help="CLAP: each prompt goes in {} (the pipeline's)"
     )
     p.set_defaults(func=cmd_export)
+
+    trainkwcli.add_parser(sub)
+    enroll.add_parser(sub)
     return parser
 
 

@@ -166,6 +166,8 @@ class ServeConfig:
 @dataclass(frozen=True)
 class Config:
     model: Path = field(default_factory=default_model_dir)
+    # `models:` after the first: more keyword models on the first one's front end (kws_daemon.modelgroup)
+    more_models: tuple[Path, ...] = ()
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -180,6 +182,10 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     source: Path | None = None  # the file this config came from
+
+    @property
+    def models(self) -> list[Path]:
+        return [self.model, *self.more_models]
 
     def with_audio(self, **changes: Any) -> Config:
         return replace(self, audio=replace(self.audio, **changes))
@@ -530,12 +536,28 @@ def _near_misses(key: str, value: Any, base: Path | None) -> NearMissConfig:
 
 
 def _resolve_model(key: str, value: Any, base: Path | None) -> Path:
+    """A model directory: absolute, relative to the config file or else to the working directory;
+    `default` is the shipped model unless a directory of that name is there."""
     path = Path(os.path.expanduser(_str(key, value)))
     if path.is_absolute():
         return path
     candidates = [base / path] if base else []
     candidates.append(Path.cwd() / path)
-    return next((c for c in candidates if os.path.exists(c)), candidates[-1])
+    found = next((c for c in candidates if os.path.exists(c)), None)
+    if found is None and str(path) == "default":
+        return default_model_dir()
+    return found or candidates[-1]
+
+
+def _models(key: str, value: Any, base: Path | None) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{key}: must be a list of model directories, such as [default, /var/lib/kws-daemon/hey-kitchen]"
+        )
+    paths = tuple(_resolve_model(f"{key}[{i}]", v, base) for i, v in enumerate(value))
+    if len(set(paths)) != len(paths):
+        raise ConfigError(f"{key}: names one model directory twice")
+    return paths
 
 
 def wyoming_uri(key: str, value: Any) -> str:
@@ -594,6 +616,7 @@ def parse(data: Any, source: Path | None = None) -> Config:
         "",
         (
             "model",
+            "models",
             "audio",
             "vad",
             "detector",
@@ -642,8 +665,14 @@ def parse(data: Any, source: Path | None = None) -> Config:
         hangover_ms=vad.get("hangover_ms", 500, _int(0, 10000)),
         pre_roll_ms=vad.get("pre_roll_ms", 300, _int(0, 5000)),
     )
+    if "model" in top.data and "models" in top.data:
+        raise ConfigError("model and models: give one (models: lists several, the first's front end shared)")
+    models = top.get("models", None, lambda k, v: _models(k, v, base))
     return Config(
-        model=top.get("model", default_model_dir(), lambda k, v: _resolve_model(k, v, base)),
+        model=models[0]
+        if models
+        else top.get("model", default_model_dir(), lambda k, v: _resolve_model(k, v, base)),
+        more_models=models[1:] if models else (),
         audio=AudioConfig(
             device=audio.get("device", None, _device),
             input=audio.get("input", None, _str),

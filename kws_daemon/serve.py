@@ -478,7 +478,9 @@ def _info_event(names: list[str], model: Model, config: Config) -> Event:
             attribution=made_by,
             installed=True,
             description=(
-                f"'{' '.join(sequences[name])}' in sequence" if name in sequences else f"the word '{name}'"
+                f"'{' '.join(sequences[name])}' in sequence"
+                if name in sequences
+                else f"the {'phrase' if ' ' in name else 'word'} '{name}'"
             )
             + f" ({config.mode_for(model.info)} mode)",
             version=None,

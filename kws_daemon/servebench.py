@@ -31,7 +31,7 @@ from kws_daemon.config import Config
 from kws_daemon.console import table, write_json
 from kws_daemon.errors import KwsError
 from kws_daemon.machine import Contention, machine
-from kws_daemon.model import ModelInfo
+from kws_daemon.modelgroup import load_info
 
 RATE = 16000
 CHUNK = 1024  # samples per audio-chunk, as wyoming-satellite sends them
@@ -263,7 +263,7 @@ def _counts(flag: str, text: str, most: int) -> list[int]:
 def command(args: argparse.Namespace, config: Config) -> int:
     counts = _counts("--streams", args.streams, 1023)  # the server's own config allows them
     worker_counts = _counts("--workers", args.workers, 256)
-    mode = args.mode or config.mode_for(ModelInfo.load(config.model))
+    mode = args.mode or config.mode_for(load_info(config.models))
     with tempfile.TemporaryDirectory(prefix="kws-bench-serve-") as work:
         config_path = Path(work) / "serve.yaml"
         threshold = args.threshold

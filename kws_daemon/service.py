@@ -30,7 +30,8 @@ from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookCounters, HookDispatcher
 from kws_daemon.metrics import LatencyStats, add_counters
-from kws_daemon.model import Model, ModelInfo
+from kws_daemon.model import Model
+from kws_daemon.modelgroup import load_group
 from kws_daemon.modes import Stream, make_pipeline
 from kws_daemon.nearmiss import NearMissRecorder
 from kws_daemon.pipeline import RATE, PipelineCounters
@@ -60,9 +61,10 @@ def warn_if_writable(config: Config) -> None:
 
 
 def load_model(config: Config) -> Model:
-    info = ModelInfo.load(config.model)
-    config.check_against(info)
-    return Model(info, threads=config.detector.threads)
+    """The config's model, or its `models:` as one group."""
+    model = load_group(config.models, threads=config.detector.threads)
+    config.check_against(model.info)
+    return model
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,11 @@ class RingBuffer:
         self._cond = threading.Condition()
         self.overflows = 0
 
+    @property
+    def closed(self) -> bool:
+        """No more blocks will be written (what is in it can still be read)."""
+        return self._closed
+
     def write(self, samples: np.ndarray, t_mono: float, t_wall: float, block: bool = False) -> bool:
         """Stores up to block_size samples; False when the buffer was closed meanwhile."""
         n = min(len(samples), self.block_size)

@@ -253,7 +253,7 @@ class Corpus:
     rirs: list[np.ndarray] = field(default_factory=list)
 
 
-def _read_16k(path: Path) -> np.ndarray:
+def read_16k(path: Path) -> np.ndarray:
     audio, rate = read_audio(path)
     if rate != RATE:
         import soxr
@@ -270,7 +270,7 @@ def real_clips(root: Path) -> Iterator[Clip]:
     for row in rows:
         source = source_of[row["relpath"]]
         yield Clip(
-            _read_16k(root / row["relpath"]),
+            read_16k(root / row["relpath"]),
             LABELS.index(row["word"]),
             _split(source, row["speaker_id"], xval_speakers),
             f"real:{source}",
@@ -304,12 +304,12 @@ def ocean_clips(root: Path) -> Iterator[Clip]:
         if row["is_digit_string"] == "1":
             if not set(words) <= set(DIGIT_WORDS):  # "oh" is no keyword: such strings are left out
                 continue
-            segments = digit_segments(_read_16k(root / row["relpath"]), len(words))
+            segments = digit_segments(read_16k(root / row["relpath"]), len(words))
             for word, segment in zip(words, segments or [], strict=False):
                 split = "xval" if held_out else "train"
                 yield Clip(segment, LABELS.index(word), split, "real:speech-ocean-digits", speaker)
         elif not held_out and not keywords & set(words):
-            yield Clip(_read_16k(root / row["relpath"]), background, "train", "ocean:sentence", speaker)
+            yield Clip(read_16k(root / row["relpath"]), background, "train", "ocean:sentence", speaker)
 
 
 def ocean_stream_utterances(root: Path) -> list[tuple[str, str, np.ndarray]]:
@@ -318,7 +318,7 @@ def ocean_stream_utterances(root: Path) -> list[tuple[str, str, np.ndarray]]:
     with (root / "manifest.tsv").open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     return [
-        (row["speaker_id"], row["transcript"], _read_16k(root / row["relpath"]))
+        (row["speaker_id"], row["transcript"], read_16k(root / row["relpath"]))
         for row in rows
         if ocean_held_out(row["speaker_id"]) and row["is_digit_string"] != "1"
     ]

@@ -43,13 +43,22 @@ WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 
 
 def backbone_source() -> Path:
-    """The folder of the openwakeword wheel's ONNX models (the train extra installs it)."""
+    """A folder holding the backbone's two ONNX files: the shipped default model's copies (checked
+    against their sha256 there), else the openwakeword 0.4.0 wheel's originals."""
+    from kws_daemon.model import ModelInfo, default_model_dir
+
+    try:
+        shipped = ModelInfo.load(default_model_dir())  # raises if a graph differs from its sha256
+        if all((shipped.path / f).is_file() for f in BACKBONE_FILES):
+            return shipped.path
+    except KwsError:
+        pass
     try:
         import openwakeword
     except ImportError:
         raise KwsError(
-            "the speech-embedding backbone comes from the openwakeword 0.4.0 wheel: "
-            "pip install 'openwakeword==0.4.0' (or the compare extra)"
+            "the speech-embedding backbone comes from the shipped default model or the openwakeword "
+            "0.4.0 wheel: pip install 'openwakeword==0.4.0' (or the compare extra)"
         ) from None
     folder = Path(openwakeword.__file__).parent / "resources" / "models"
     missing = [f for f in BACKBONE_FILES if not (folder / f).is_file()]

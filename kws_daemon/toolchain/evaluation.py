@@ -9,6 +9,7 @@ B reports what they give, so no reported number was tuned on its own audio.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,7 +37,7 @@ from kws_daemon.toolchain.dataset import (
     speaker_hash,
     split_noise,
 )
-from kws_daemon.toolchain.synth import available_voices, synthesise_all, voice_sample
+from kws_daemon.toolchain.synth import Voice, available_voices, synthesise_pairs, voice_sample
 from kws_daemon.utterances import UtteranceInput
 
 RATE = 16000
@@ -66,18 +67,23 @@ def _noise_bed(rng: np.random.Generator, noise: list[np.ndarray], n: int) -> np.
 
 
 def command_stream(
-    clips: list[Clip], noise: list[np.ndarray], seed: int, snr_db: float = 20.0, gap_s: float = 2.0
+    clips: list[Clip],
+    noise: list[np.ndarray],
+    seed: int,
+    snr_db: float = 20.0,
+    gap_s: float = 2.0,
+    labels: tuple[str, ...] = LABELS,
 ) -> tuple[np.ndarray, list[Placement]]:
     """Commands spoken alone, `gap_s` apart, at levels 20 dB apart, over one steady bed of room
     noise `snr_db` below their average level (so each command's own SNR lies about 10 dB either
-    side of `snr_db`)."""
+    side of `snr_db`); a clip's label indexes `labels`."""
     rng = np.random.default_rng(seed)
     parts, placements, at = [np.zeros(RATE, np.float32)], [], RATE
     for clip in clips:
         audio = clip.audio.astype(np.float32) / 32768
         gain = 10 ** (rng.uniform(-30, -10) / 20) / (np.abs(audio).max() + 1e-9)
         parts += [audio * gain, np.zeros(int(gap_s * RATE), np.float32)]
-        placements.append(Placement(LABELS[clip.label], at / RATE, (at + len(audio)) / RATE))
+        placements.append(Placement(labels[clip.label], at / RATE, (at + len(audio)) / RATE))
         at += len(audio) + int(gap_s * RATE)
     speech = np.concatenate(parts)
     voiced = np.abs(speech) > 0
@@ -99,11 +105,19 @@ def speech_stream(utterances: list[np.ndarray], noise: list[np.ndarray], seed: i
     return np.clip((speech + bed) * 32768, -32768, 32767).astype(np.int16)
 
 
-def synthetic_speech_stream(noise: list[np.ndarray], hours: float, seed: int) -> np.ndarray:
-    """Held-out synthetic non-keyword sentences packed densely (1-6 s gaps) in held-out noise."""
+def synthetic_speech_stream(
+    noise: list[np.ndarray],
+    hours: float,
+    seed: int,
+    sentences: tuple[str, ...] | None = None,
+    voices: list[Voice] | None = None,
+) -> np.ndarray:
+    """Held-out synthetic non-keyword sentences (default: held_out_sentences()) packed densely (1-6 s
+    gaps) in held-out noise, said by 48 of the voices (default: every installed one)."""
     rng = np.random.default_rng(seed + 100)
-    chosen = voice_sample(available_voices(), 48, rng)
-    speech = [a.astype(np.float32) / 32768 for _, _, a in synthesise_all(chosen, list(held_out_sentences()))]
+    chosen = voice_sample(available_voices() if voices is None else voices, 48, rng)
+    pairs = list(itertools.product(chosen, held_out_sentences() if sentences is None else sentences))
+    speech = [a.astype(np.float32) / 32768 for _, _, a in synthesise_pairs(pairs, workers=4)]
     if not speech:
         return np.zeros(0, np.int16)
     parts, total = [], 0

@@ -229,20 +229,35 @@ def _reason(e: Exception) -> str:
 
 
 def synthesise_all(voices: list[Voice], texts: list[str]) -> Iterator[tuple[Voice, str, np.ndarray]]:
-    """Every (voice, text) pair that the engine could speak. Failures are skipped: the first of each
-    engine is logged with its reason, and once all pairs are tried, how many failed per engine."""
-    failed: Counter[str] = Counter()
-    for voice, text in itertools.product(voices, texts):
+    """Every voice saying every text (see synthesise_pairs)."""
+    return synthesise_pairs(list(itertools.product(voices, texts)))
+
+
+def synthesise_pairs(
+    pairs: list[tuple[Voice, str]], workers: int = 1, progress: Callable[[], None] | None = None
+) -> Iterator[tuple[Voice, str, np.ndarray]]:
+    """Every (voice, text) pair that the engine could speak, in order. Failures are skipped: the first
+    of each engine is logged with its reason, and once all pairs are tried, how many failed per engine.
+    `workers` > 1 runs the engines' processes side by side (each is mostly its own start-up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(pair: tuple[Voice, str]) -> np.ndarray | Exception:
         try:
-            audio = synthesise(voice, text)
+            return synthesise(*pair)
         except (subprocess.SubprocessError, OSError, ValueError) as e:
-            if not failed[voice.engine]:
-                log.warning("synthesis: %s could not say %r (%s)", voice.id, text, _reason(e))
-            failed[voice.engine] += 1
-            continue
-        if len(audio) > RATE // 10:
-            yield voice, text, audio
+            return e
+
+    failed: Counter[str] = Counter()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for (voice, text), audio in zip(pairs, pool.map(attempt, pairs), strict=True):
+            if progress is not None:
+                progress()
+            if isinstance(audio, Exception):
+                if not failed[voice.engine]:
+                    log.warning("synthesis: %s could not say %r (%s)", voice.id, text, _reason(audio))
+                failed[voice.engine] += 1
+            elif len(audio) > RATE // 10:
+                yield voice, text, audio
     if failed:
         counts = ", ".join(f"{engine} {n}" for engine, n in sorted(failed.items()))
-        total = len(voices) * len(texts)
-        log.warning("synthesis: %d of %d (voice, text) pairs failed: %s", failed.total(), total, counts)
+        log.warning("synthesis: %d of %d (voice, text) pairs failed: %s", failed.total(), len(pairs), counts)
