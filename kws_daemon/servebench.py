@@ -63,7 +63,8 @@ def _cpu_s(pid: int) -> float:
     return own + sum(_cpu_s(int(child)) for child in children)
 
 
-async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray) -> StreamResult:
+async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray, phase_s: float) -> StreamResult:
+    """One satellite; `phase_s` offsets its chunk clock (independent devices do not send in step)."""
     from wyoming.audio import AudioChunk, AudioStart, AudioStop
     from wyoming.client import AsyncTcpClient
     from wyoming.ping import Ping
@@ -89,6 +90,7 @@ async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray) -> Stre
 
         await client.write_event(Detect().event())
         await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+        await asyncio.sleep(phase_s)
         start = time.monotonic()
         reader = asyncio.create_task(receive(start))
         for i in range(0, len(audio), CHUNK):
@@ -105,6 +107,15 @@ async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray) -> Stre
         backlog = time.monotonic() - stopped
         await reader
     return StreamResult(latencies, detections, backlog)
+
+
+def independent_stream(seconds: float, i: int) -> np.ndarray:
+    """Stream `i`'s audio: generated speech entered 1.7 s later in its cycle than stream i-1's (modulo
+    8 s, so every stream still starts among words). Satellites are independent speakers; streams
+    that all said their words at the same instant would measure one burst of N decisions, not the N
+    streams a capacity is about."""
+    start = int(i * 1.7 * RATE) % (8 * RATE)
+    return generated_stream(seconds + 8.0, seed=i)[start : start + int(seconds * RATE)]
 
 
 def _serve(config_path: Path, port: int, batch: bool, workers: int) -> subprocess.Popen[bytes]:
@@ -129,7 +140,7 @@ def _serve(config_path: Path, port: int, batch: bool, workers: int) -> subproces
 def run_count(
     config_path: Path, streams: int, batch: bool, seconds: float, workers: int = 1
 ) -> dict[str, Any]:
-    audios = [generated_stream(seconds, seed=i) for i in range(streams)]
+    audios = [independent_stream(seconds, i) for i in range(streams)]
     ends = [np.array([e for _, e in voiced_runs(a, above_floor_db=18)]) / RATE for a in audios]
     port = _free_port()
     proc = _serve(config_path, port, batch, workers)
@@ -138,7 +149,10 @@ def run_count(
         cpu0, wall0, client0 = _cpu_s(proc.pid), time.perf_counter(), time.process_time()
 
         async def all_streams() -> list[StreamResult]:
-            return await asyncio.gather(*(_stream(port, a, e) for a, e in zip(audios, ends, strict=True)))
+            phases = [i / streams * CHUNK / RATE for i in range(streams)]
+            return await asyncio.gather(
+                *(_stream(port, a, e, f) for a, e, f in zip(audios, ends, phases, strict=True))
+            )
 
         results = asyncio.run(all_streams())
         cpu = _cpu_s(proc.pid) - cpu0
@@ -268,7 +282,7 @@ def command(args: argparse.Namespace, config: Config) -> int:
         config_path = Path(work) / "serve.yaml"
         threshold = args.threshold
         data: dict[str, Any] = {
-            "model": str(config.model),
+            "models": [str(path) for path in config.models],
             "detector": {"mode": mode, "threshold": threshold},
             "serve": {"max_connections": 1024},
         }

@@ -224,3 +224,23 @@ def test_wyoming_info_lists_every_models_keywords(custom: Path, tmp_path: Path) 
         assert phrase.phrase == "hey kitchen" and "phrase" in phrase.description
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_tune_eval_and_bench_take_it(custom: Path, tmp_path: Path) -> None:
+    clips = tmp_path / "mine" / "hey kitchen"
+    clips.mkdir(parents=True)
+    for i, voice in enumerate(["en-us+f5", "en-gb-x-rp+m7"]):
+        sf.write(clips / f"{i}.wav", _say("hey kitchen", voice), 16000, subtype="PCM_16")
+    quiet = tmp_path / "room.wav"
+    sf.write(quiet, np.random.default_rng(0).normal(0, 30, 16000 * 20).astype(np.int16), 16000)
+    tuned = kws(
+        "tune", "--model", str(custom), "--negatives", str(quiet), "--positives", str(tmp_path / "mine")
+    )
+    assert tuned.returncode == 0, tuned.stderr
+    assert "hey kitchen" in tuned.stdout.decode()
+    evaluated = kws("eval", "--model", str(custom), "--dir", str(tmp_path / "mine"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "hey kitchen" in evaluated.stdout.decode()
+    benched = kws("bench", "--model", str(custom), "--duration", "10", "--idle", "0")
+    assert benched.returncode == 0, benched.stderr
