@@ -63,21 +63,40 @@ def _cpu_s(pid: int) -> float:
     return own + sum(_cpu_s(int(child)) for child in children)
 
 
-async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray, phase_s: float) -> StreamResult:
+def _encoded(audio: np.ndarray) -> list[bytes]:
+    """Each 1024-sample chunk as the bytes of its Wyoming event, made before the clock starts: the
+    client's own cost stays out of what the server is timed on."""
+    import io
+
+    from wyoming.audio import AudioChunk
+    from wyoming.event import write_event
+
+    out = []
+    for i in range(0, len(audio), CHUNK):
+        buffer = io.BytesIO()
+        write_event(
+            AudioChunk(rate=RATE, width=2, channels=1, audio=audio[i : i + CHUNK].tobytes()).event(), buffer
+        )
+        out.append(buffer.getvalue())
+    return out
+
+
+async def _stream(port: int, chunks: list[bytes], word_ends_s: np.ndarray, phase_s: float) -> StreamResult:
     """One satellite; `phase_s` offsets its chunk clock (independent devices do not send in step)."""
-    from wyoming.audio import AudioChunk, AudioStart, AudioStop
-    from wyoming.client import AsyncTcpClient
+    from wyoming.audio import AudioStart, AudioStop
+    from wyoming.event import async_read_event, async_write_event
     from wyoming.ping import Ping
     from wyoming.wake import Detect, Detection
 
     latencies: list[float] = []
     detections = 0
-    answered = asyncio.Event()
-    async with AsyncTcpClient("127.0.0.1", port) as client:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
 
-        async def receive(start: float) -> None:
+        async def receive(start: float) -> float:
+            """Reads until the answer to the ping after audio-stop; the time it came."""
             nonlocal detections
-            while (event := await client.read_event()) is not None:
+            while (event := await async_read_event(reader)) is not None:
                 if Detection.is_type(event.type):
                     detections += 1
                     t = (Detection.from_event(event).timestamp or 0) / 1000
@@ -85,27 +104,25 @@ async def _stream(port: int, audio: np.ndarray, word_ends_s: np.ndarray, phase_s
                     if len(ended) and t - ended[-1] <= 1.5:
                         latencies.append((time.monotonic() - start - ended[-1]) * 1000)
                 elif event.type in ("not-detected", "pong"):
-                    answered.set()
-                    return
+                    return time.monotonic()
+            raise KwsError("bench-serve: the server closed a stream before answering it")
 
-        await client.write_event(Detect().event())
-        await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
+        await async_write_event(Detect().event(), writer)
+        await async_write_event(AudioStart(rate=RATE, width=2, channels=1).event(), writer)
         await asyncio.sleep(phase_s)
         start = time.monotonic()
-        reader = asyncio.create_task(receive(start))
-        for i in range(0, len(audio), CHUNK):
-            due = start + (i + CHUNK) / RATE  # a chunk goes out when its last sample is captured
+        answer = asyncio.create_task(receive(start))
+        for i, data in enumerate(chunks):
+            due = start + (i + 1) * CHUNK / RATE  # a chunk goes out when its last sample is captured
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            chunk = audio[i : i + CHUNK]
-            await client.write_event(
-                AudioChunk(rate=RATE, width=2, channels=1, audio=chunk.tobytes()).event()
-            )
+            writer.write(data)
+            await writer.drain()
         stopped = time.monotonic()
-        await client.write_event(AudioStop().event())
-        await client.write_event(Ping().event())
-        await asyncio.wait_for(answered.wait(), 60)
-        backlog = time.monotonic() - stopped
-        await reader
+        await async_write_event(AudioStop().event(), writer)
+        await async_write_event(Ping().event(), writer)
+        backlog = await asyncio.wait_for(answer, 60) - stopped
+    finally:
+        writer.close()
     return StreamResult(latencies, detections, backlog)
 
 
@@ -142,6 +159,7 @@ def run_count(
 ) -> dict[str, Any]:
     audios = [independent_stream(seconds, i) for i in range(streams)]
     ends = [np.array([e for _, e in voiced_runs(a, above_floor_db=18)]) / RATE for a in audios]
+    chunks = [_encoded(a) for a in audios]
     port = _free_port()
     proc = _serve(config_path, port, batch, workers)
     try:
@@ -151,7 +169,7 @@ def run_count(
         async def all_streams() -> list[StreamResult]:
             phases = [i / streams * CHUNK / RATE for i in range(streams)]
             return await asyncio.gather(
-                *(_stream(port, a, e, f) for a, e, f in zip(audios, ends, phases, strict=True))
+                *(_stream(port, c, e, f) for c, e, f in zip(chunks, ends, phases, strict=True))
             )
 
         results = asyncio.run(all_streams())
