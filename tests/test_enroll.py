@@ -4,8 +4,6 @@ recording and from a live microphone through real PortAudio."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from kws_daemon.enroll import Enroller, judge
-from tests.conftest import ROOT, kws
+from tests.conftest import kws
 from tests.virtual_mic import VirtualMic
 
 RATE = 16000
@@ -116,26 +114,17 @@ def test_enroll_from_a_live_microphone(tmp_path: Path) -> None:
     sf.write(played, np.concatenate([gap, phrase, gap, phrase, gap]), RATE, subtype="PCM_16")
     out = tmp_path / "live"
     with VirtualMic() as mic:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kws_daemon",
-                "enroll",
-                "hey kitchen",
-                "--output",
-                str(out),
-                "--count",
-                "2",
-                "--device",
-                "pulse",
-                "--timeout",
-                "20",
-            ],
-            cwd=ROOT,
-            env=mic.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        proc = mic.kws(
+            "enroll",
+            "hey kitchen",
+            "--output",
+            str(out),
+            "--count",
+            "2",
+            "--device",
+            "pulse",
+            "--timeout",
+            "20",
         )
         try:
             mic.wait_for_capture()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 import pytest
 
 from kws_daemon.audio.sources import read_audio
-from tests.conftest import DEMO_WAV, ROOT, kws
+from tests.conftest import DEMO_WAV, kws
 from tests.virtual_mic import VirtualMic
 
 pytestmark = [pytest.mark.live_audio, pytest.mark.slow]
@@ -42,24 +40,7 @@ def test_live_hooks_equal_detect_on_the_same_audio(mic: VirtualMic, tmp_path: Pa
     events, record = tmp_path / "events.jsonl", tmp_path / "captured.wav"
     config = tmp_path / "config.yaml"
     config.write_text(f"detector: {{threshold: 0.0}}\nhooks: [{{jsonl: {events}}}]\n")
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kws_daemon",
-            "run",
-            "--config",
-            str(config),
-            "--device",
-            "pulse",
-            "--record",
-            str(record),
-        ],
-        cwd=ROOT,
-        env=mic.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    daemon = mic.kws("run", "--config", str(config), "--device", "pulse", "--record", str(record))
     try:
         mic.wait_for_capture()
         time.sleep(0.3)

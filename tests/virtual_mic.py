@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +105,16 @@ class VirtualMic:
                     return
             time.sleep(0.05)
         raise TimeoutError("no capture stream connected to the virtual mic")
+
+    def kws(self, *args: str) -> subprocess.Popen[bytes]:
+        """`kws-daemon ARGS` started on this mic's PulseAudio server, its output piped."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "kws_daemon", *args],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def play(self, wav: Path) -> None:
         """Plays into the mic at real-time pace; returns when the file has been played."""
