@@ -160,6 +160,7 @@ def test_the_output_is_a_model_directory_like_any_other(custom: Path) -> None:
     assert (custom / "NOTICE").is_file()
     shown = kws("info", str(custom))
     assert shown.returncode == 0 and "hey kitchen" in shown.stdout.decode()
+    assert "commands_recall_held_out_voices" in shown.stdout.decode()  # the card's headline
 
 
 @pytest.mark.slow

@@ -430,6 +430,18 @@ def train(recipe: Recipe, output: Path, workdir: Path, log: Callable[[str], None
                 mode: {recipe.phrase: calibration[mode]["threshold"]} for mode in ("commands", "running")
             },
             "calibration": calibration,
+            # what `kws-daemon info` shows as the headline numbers
+            "evaluation": {
+                "summary": {
+                    f"{mode}_{what}": calibration[mode]["at_threshold"][key]
+                    for mode in ("commands", "running")
+                    for what, key in (
+                        ("threshold", "threshold"),
+                        ("recall_held_out_voices", "recall"),
+                        ("fa_per_hour_synthetic_speech", "fa_per_hour"),
+                    )
+                }
+            },
             "trained": {
                 "seconds": round(time.monotonic() - t0),
                 "frames": frames,
