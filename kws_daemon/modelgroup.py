@@ -19,7 +19,7 @@ import numpy as np
 
 from kws_daemon.embedding import EmbeddingParams
 from kws_daemon.errors import ConfigError
-from kws_daemon.model import KEYWORD_KINDS, Model, ModelInfo, is_background_label, sha256_file
+from kws_daemon.model import KEYWORD_KINDS, MODES_OF, Model, ModelInfo, is_background_label, sha256_file
 
 BACKGROUND = "_background_"
 
@@ -40,12 +40,13 @@ def group_info(infos: list[ModelInfo]) -> ModelInfo:
     """The members as one ModelInfo: the first's front end (with the most frames), default mode and
     commands-mode window rule; every member's keywords and calibrated thresholds."""
     first = infos[0]
+    shared = _front_end(first)  # sha256 of the backbone's graphs: read once, not once per member
     for info in infos:
         if info.kind not in KEYWORD_KINDS:
             raise ConfigError(
                 f"models: {info.path} is a {info.kind} model; only keyword models can be combined"
             )
-        if _front_end(info) != _front_end(first):
+        if info is not first and _front_end(info) != shared:
             raise ConfigError(
                 f"models: {info.path} and {first.path} do not share a front end ({info.kind}, {first.kind}); "
                 "combine models made on the same backbone, or run two daemons"
@@ -64,7 +65,7 @@ def group_info(infos: list[ModelInfo]) -> ModelInfo:
         frontend = replace(frontend, frames=frames)
     thresholds: dict[str, dict[str, float]] = {}
     for info in infos:
-        for mode in ("commands", "running", "utterances"):
+        for mode in MODES_OF[first.kind]:
             thresholds.setdefault(mode, {}).update(info.thresholds(mode))
     kws = {k: v for k, v in first.kws.items() if k != "sha256"} | {
         "thresholds": thresholds,

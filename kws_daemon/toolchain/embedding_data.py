@@ -106,11 +106,12 @@ def embedding_featuriser(backbone: SpeechEmbedding) -> Featuriser:
     return featurise
 
 
-def save_corpus(corpus: Corpus, path: Path) -> None:
-    """The synthesised and loaded clips, so that later stages and reruns skip the synthesis."""
+def save_pickle(what: object, path: Path) -> None:
+    """A stage's synthesised clips (a Corpus, a custom phrase's Speech), written whole or not at all,
+    so that later stages and reruns skip the synthesis."""
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as f:
-        pickle.dump(corpus, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(what, f, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.replace(path)
 
 

@@ -124,11 +124,15 @@ def read_clips(paths: list[Path], what: str) -> list[np.ndarray]:
     return clips
 
 
+def _without(phrase: str, sentences: tuple[str, ...]) -> list[str]:
+    """The sentences that do not say the phrase (negatives must not hold a positive)."""
+    return [s for s in sentences if f" {phrase} " not in f" {s.lower()} "]
+
+
 def _sentences(phrase: str, rng: np.random.Generator) -> list[str]:
     words = negative_words(phrase)
     filler = [" ".join(rng.choice(words, size=int(rng.integers(5, 10)))) for _ in range(FILLER_SENTENCES)]
-    written = [s for s in (*NEGATIVE_SENTENCES, *OTHER_SENTENCES) if f" {phrase} " not in f" {s.lower()} "]
-    return [*written, *filler]
+    return [*_without(phrase, (*NEGATIVE_SENTENCES, *OTHER_SENTENCES)), *filler]
 
 
 def recipe_voices(recipe: Recipe) -> list[Voice]:
@@ -280,13 +284,6 @@ def train_head(
     return head, shape
 
 
-def _negative_sentences(phrase: str) -> tuple[str, ...]:
-    """The false-accept stream's sentences (none of them trained on), less any holding the phrase."""
-    from kws_daemon.toolchain.dataset import held_out_sentences
-
-    return tuple(s for s in held_out_sentences() if f" {phrase} " not in f" {s} ")
-
-
 def calibrate_model(
     directory: Path,
     recipe: Recipe,
@@ -302,9 +299,10 @@ def calibrate_model(
     from kws_daemon.evaluate import score_stream, sweep_events
     from kws_daemon.model import Model, ModelInfo
     from kws_daemon.operating import SWEEP, calibrate
+    from kws_daemon.toolchain.dataset import held_out_sentences
     from kws_daemon.toolchain.evaluation import command_stream, synthetic_speech_stream
 
-    sentences = _negative_sentences(recipe.phrase)
+    sentences = tuple(_without(recipe.phrase, held_out_sentences()))  # none of them trained on
     parts = [synthetic_speech_stream(noise, recipe.calibration_hours, recipe.seed, sentences, voices)]
     stream = np.concatenate(parts + [n.astype(np.int16) for n in negatives])
     hours = len(stream) / RATE / 3600
@@ -373,6 +371,7 @@ threshold on an hour of your own audio with `kws-daemon tune --negatives ...`.
 def train(recipe: Recipe, output: Path, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Runs the stages that `workdir` does not hold yet and writes the model directory `output`."""
     from kws_daemon.model import default_model_dir
+    from kws_daemon.toolchain.embedding_data import save_pickle
     from kws_daemon.toolchain.export_embedding import write_embedding_model_dir
     from kws_daemon.toolchain.progress import Steps
 
@@ -389,7 +388,7 @@ def train(recipe: Recipe, output: Path, workdir: Path, log: Callable[[str], None
             speech = pickle.loads(spoken.read_bytes())
         else:
             speech = synthesise_speech(recipe, voices, log)
-            _write_atomic(spoken, pickle.dumps(speech, protocol=pickle.HIGHEST_PROTOCOL))
+            save_pickle(speech, spoken)
     frames = recipe.frames or window_frames(speech, recordings)
     trained_on = [f for f in asdict(recipe) if f not in ("target_fa", "calibration_hours")]
     key = f"{recipe.digest(*trained_on)}-{frames}"
@@ -433,9 +432,9 @@ def train(recipe: Recipe, output: Path, workdir: Path, log: Callable[[str], None
             # what `kws-daemon info` shows as the headline numbers
             "evaluation": {
                 "summary": {
-                    f"{mode}_{what}": calibration[mode]["at_threshold"][key]
+                    f"{mode}_{what}": calibration[mode]["at_threshold"][measure]
                     for mode in ("commands", "running")
-                    for what, key in (
+                    for what, measure in (
                         ("threshold", "threshold"),
                         ("recall_held_out_voices", "recall"),
                         ("fa_per_hour_synthetic_speech", "fa_per_hour"),
@@ -475,9 +474,3 @@ def _logits(head: Any, features: FeatureSet) -> np.ndarray:
     from kws_daemon.toolchain.train import predict
 
     return predict(head, features, inputs=as_float)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
