@@ -115,8 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve = replace(serve, uri=wyoming_uri("--uri", args.uri))
     if args.zeroconf is not None:
         serve = replace(serve, zeroconf=True, zeroconf_name=args.zeroconf or serve.zeroconf_name)
-    if args.no_batch:
-        serve = replace(serve, batch=False)
+    if args.batch is not None:
+        serve = replace(serve, batch=args.batch)
     if args.workers is not None:
         serve = replace(serve, workers=args.workers)
     config = replace(config, serve=serve)
@@ -323,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="announce _wyoming._tcp for Home Assistant discovery (needs the zeroconf extra)",
     )
-    p.add_argument("--no-batch", action="store_true", help="one onnxruntime call per window (serve.batch)")
+    p.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        help="windows of several streams in one onnxruntime call (serve.batch; default: for an AST)",
+    )
     p.add_argument(
         "--workers",
         type=_workers,
@@ -369,7 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold", type=_threshold, default=0.0, metavar="T", help="for all keywords (default 0)"
     )
-    p.add_argument("--batched-only", action="store_true", help="skip the unbatched runs")
+    p.add_argument(
+        "--as-served",
+        action="store_true",
+        help="only the server's own choice (serve.batch: auto), not both batched and unbatched",
+    )
     p.add_argument(
         "--workers", default="1", metavar="N,N,...", help="serve --workers of each run (default 1)"
     )

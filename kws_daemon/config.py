@@ -155,7 +155,9 @@ class ServeConfig:
     zeroconf_name: str | None = None  # default: the host name
     max_connections: int = 32
     idle_timeout_s: float = 300.0  # a connection that sends nothing this long is closed
-    batch: bool = True  # windows of several streams in one onnxruntime call
+    # windows of several streams in one onnxruntime call; None (auto): for an AST, whose cost per
+    # window falls with the batch, not for a speech-embedding head (kws_daemon.serve.WakeServer)
+    batch: bool | None = None
     max_batch: int = 32
     batch_wait_ms: float = 5.0  # the longest a window waits for others to join its batch
     # processes accepting on serve.uri (kws_daemon.workers), 0: one per core; max_connections is each one's
@@ -313,6 +315,12 @@ def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"{key}: must be true or false (got {value!r})")
+
+
+def _bool_or_auto(key: str, value: Any) -> bool | None:
+    if value == "auto" or isinstance(value, bool):
+        return None if value == "auto" else value
+    raise ConfigError(f"{key}: must be true, false or auto (got {value!r})")
 
 
 def _int(lo: int, hi: int, choices: tuple[int, ...] = ()) -> Callable[[str, Any], int]:
@@ -601,7 +609,7 @@ def _serve(data: Any) -> ServeConfig:
         zeroconf_name=serve.get("zeroconf_name", None, _str),
         max_connections=serve.get("max_connections", 32, _int(1, 1024)),
         idle_timeout_s=serve.get("idle_timeout_s", 300.0, _float(1.0, 86400.0)),
-        batch=serve.get("batch", True, _bool),
+        batch=serve.get("batch", None, _bool_or_auto),
         max_batch=serve.get("max_batch", 32, _int(1, 256)),
         batch_wait_ms=serve.get("batch_wait_ms", 5.0, _float(0.0, 100.0)),
         workers=serve.get("workers", 0, _int(0, 256)),

@@ -136,8 +136,14 @@ class WakeServer:
         self.model: Model = load_model(config)
         self.model_load_s = time.monotonic() - t0
         serve = config.serve
-        # utterances and sound windows differ in length from stream to stream: one call each
-        batch = serve.batch and self.model.info.kind in KEYWORD_KINDS
+        # utterances and sound windows differ in length from stream to stream: one call each.
+        # Unbatched, a stream's audio is decided on the event loop itself: the worker is one thread
+        # on one core, and more cores take more workers. Batching needs a thread per waiting stream
+        # and pays for it in GIL hand-offs; an AST earns that back (its weights are paid once per
+        # call), a head on the speech embedding does not (the backbone runs per stream anyway:
+        # 1.14 % of a core per stream inline against 1.40 % batched, docs/benchmarks.md).
+        kind = self.model.info.kind
+        batch = (kind == "ast" if serve.batch is None else serve.batch) and kind in KEYWORD_KINDS
         if batch and not self.model.scores_each_window_alone():
             log.warning(
                 "%s/model.onnx quantises a whole batch at once (not exported by kws-daemon export), so "
@@ -152,8 +158,8 @@ class WakeServer:
         names = [k for k in self.thresholds if reported is None or k in reported]
         self.names = names + [s.name for s in config.sequences]
         self.info = _info_event(self.names, self.model, config)  # built once: describe costs nothing
-        # one worker per connection: a stream waiting for its batch holds no other stream's thread
-        self._workers = ThreadPoolExecutor(serve.max_connections, "stream")
+        # batched, a thread per connection: a stream waiting for its batch holds no other's thread
+        self._workers = ThreadPoolExecutor(serve.max_connections, "stream") if self.batcher else None
         self._free = list(range(serve.max_connections))  # stream slots, the bounded metrics label
         self._lock = threading.Lock()  # what /metrics reads
         self.connections: Counter[str] = Counter()  # accepted / refused
@@ -213,7 +219,8 @@ class WakeServer:
             await server.stop()
             if self.tasks:
                 await asyncio.wait(self.tasks, timeout=5.0)
-            self._workers.shutdown(wait=True)
+            if self._workers is not None:
+                self._workers.shutdown(wait=True)
             if self.batcher is not None:
                 self.batcher.close()
             self.hooks.close()
@@ -251,7 +258,9 @@ class WakeServer:
         return WakeStream(self.config, model, f"{self._prefix}{slot}", self.stats, rate, start_ms)
 
     async def process(self, stream: WakeStream, call: Callable[[], list[Detected]]) -> list[Detected]:
-        """Runs one of `stream`'s calls on a worker thread (inside the batcher's `working`)."""
+        """Runs one of `stream`'s calls: here, or batched on a stream thread inside `working`."""
+        if self._workers is None:
+            return self._work(stream, call)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._workers, self._work, stream, call)
 

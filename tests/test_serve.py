@@ -138,7 +138,29 @@ def test_hooks_and_metrics_see_every_stream(server: Server, demo_detections) -> 
     text = server.metrics()
     first = demo_detections[0][0]
     assert re.search(rf'kws_detections_total{{worker="[01]",keyword="{first}",stream="\d+"}} [1-9]', text)
-    assert "kws_wyoming_connections_total" in text and "kws_batches_total" in text
+    assert "kws_wyoming_connections_total" in text
+    assert "kws_batches_total" not in text  # the default model's streams are decided inline
+
+
+def test_batched_streams_share_calls_and_decide_as_detect(tmp_path: Path, demo_detections) -> None:
+    """`--batch` forces what serve.batch: auto keeps for an AST: the windows of streams that need the
+    model at the same moment go in one call, and each stream still finds what `detect` finds."""
+    server = Server(tmp_path, args=("--batch", "--workers", "1"))
+    audio, rate = read_audio(DEMO_WAV)
+
+    async def streams() -> list[list[str]]:
+        runs = await asyncio.gather(*(one_run(server.port, chunks(audio, rate)) for _ in range(4)))
+        return [[n for n, _ in detections(events)] for events in runs]
+
+    try:
+        assert run(streams()) == [[k for k, _ in demo_detections]] * 4
+        text = server.metrics()
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    assert "mode, batched" in server.log.read_text()
+    calls = float(re.search(r"^kws_batches_total (\S+)", text, re.M).group(1))
+    windows = float(re.search(r"^kws_batched_windows_total (\S+)", text, re.M).group(1))
+    assert 0 < calls < windows  # some calls scored windows of several streams
 
 
 def _still_serving(port: int) -> None:
@@ -333,10 +355,10 @@ def test_zeroconf_announces_the_service_for_home_assistant(tmp_path: Path) -> No
 
 def test_bench_serve_streams_in_real_time_and_times_detections(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = kws("bench-serve", "--streams", "2", "--duration", "9", "--batched-only", "--json", str(out))
+    result = kws("bench-serve", "--streams", "2", "--duration", "9", "--as-served", "--json", str(out))
     assert result.returncode == 0, result.stderr
     (run,) = json.loads(out.read_text())["runs"]
-    assert run["streams"] == 2 and run["batched"] and run["realtime"]
+    assert run["streams"] == 2 and not run["batched"] and run["realtime"]  # the default model: inline
     assert run["timed_detections"] >= 2  # a command per stream, timed from its voiced end
     assert 0 < run["latency_ms"]["p50"] < 1000
     assert "word end -> detection" in result.stdout.decode()
