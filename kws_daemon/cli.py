@@ -126,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         index, fd = (int(x) for x in args.worker.split(":"))
         metrics = replace(config.metrics, listen=("127.0.0.1", 0) if config.metrics.listen else None)
         config = replace(config, serve=replace(serve, zeroconf=False), metrics=metrics)
-        return WakeServer(config, shared=socket.socket(fileno=fd), worker=index).run()
+        return WakeServer(config, handoff=socket.socket(fileno=fd), worker=index).run()
     from kws_daemon.workers import WorkerPool, default_workers
 
     workers = serve.workers or default_workers()

@@ -15,6 +15,7 @@ not read its detections holds only its own connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -25,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -94,42 +94,82 @@ class BoundedReader:
             raise ProtocolError(f"nothing received for {self._timeout:g}s inside an event") from None
 
 
-class SharedSocket(AsyncServer):
-    """Accepts on a listening socket that the `--workers` parent bound and hands to every worker
-    (kws_daemon.workers): the kernel gives each connection to one of them."""
+class HandedConnections(AsyncServer):
+    """The connections that the `--workers` parent accepted and hands to this worker
+    (kws_daemon.workers): one file descriptor per message on `handoff`, and a byte back for each
+    that ends, which is the parent's count of this worker's streams."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, handoff: socket.socket, stopped: Callable[[], None]) -> None:
+        """`stopped`: called when the parent is gone (no new connections can come)."""
         super().__init__()
-        self._sock = sock
-        self._server: asyncio.AbstractServer | None = None
+        self._handoff = handoff
+        self._stopped = stopped
+        self._handoff.setblocking(False)
+        self._opening: set[asyncio.Future[None]] = set()
 
     async def run(self, handler_factory: Any) -> None:
-        await self.start(handler_factory)
-        assert self._server is not None
-        await self._server.serve_forever()
+        raise NotImplementedError("a worker's WakeServer starts and stops it")
 
     async def start(self, handler_factory: Any) -> None:
-        callback = partial(self._handler_callback, handler_factory)
-        if self._sock.family == socket.AF_UNIX:
-            self._server = await asyncio.start_unix_server(callback, sock=self._sock)
-        else:
-            self._server = await asyncio.start_server(callback, sock=self._sock)
+        asyncio.get_running_loop().add_reader(self._handoff.fileno(), self._receive, handler_factory)
+
+    def _receive(self, handler_factory: Any) -> None:
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(self._handoff, 16, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message and not fds:
+                log.warning("the serve parent is gone: stopping")
+                asyncio.get_running_loop().remove_reader(self._handoff.fileno())
+                self._stopped()
+                return
+            for fd in fds:
+                opening = asyncio.ensure_future(self._open(socket.socket(fileno=fd), handler_factory))
+                self._opening.add(opening)
+                opening.add_done_callback(self._opening.discard)
+
+    async def _open(self, sock: socket.socket, handler_factory: Any) -> None:
+        sock.setblocking(False)
+        try:
+            if sock.family == socket.AF_UNIX:
+                reader, writer = await asyncio.open_unix_connection(sock=sock)
+            else:
+                reader, writer = await asyncio.open_connection(sock=sock)
+        except OSError:
+            sock.close()
+            self._ended()
+            return
+        handler = handler_factory(reader, writer)
+        task = asyncio.create_task(handler.run(), name="wyoming event handler")
+        self._handlers[task] = handler
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.pop(task, None)
+        self._ended()
+
+    def _ended(self) -> None:
+        with contextlib.suppress(OSError):
+            self._handoff.send(b".")
 
     async def stop(self) -> None:
+        if self._handoff.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self._handoff.fileno())
         await super().stop()
-        if self._server is not None:
-            self._server.close()  # this worker's copy of the socket; the parent keeps listening
 
 
 class WakeServer:
-    def __init__(self, config: Config, shared: socket.socket | None = None, worker: int = 0) -> None:
-        """`shared`: worker `worker` of `serve --workers N` accepts on the parent's socket for its
-        slot, not on serve.uri's; its streams are named wyoming:WORKER.SLOT."""
+    def __init__(self, config: Config, handoff: socket.socket | None = None, worker: int = 0) -> None:
+        """`handoff`: worker `worker` of `serve --workers N` takes the connections its parent hands
+        over there instead of listening on serve.uri; its streams are named wyoming:WORKER.SLOT."""
         from kws_daemon.service import load_model
 
         self.config = config
-        self._shared = shared
-        self._prefix = f"wyoming:{worker}." if shared else "wyoming:"
+        self._handoff = handoff
+        self._prefix = f"wyoming:{worker}." if handoff else "wyoming:"
         self.notifier = Notifier()  # first: it unsets NOTIFY_SOCKET before a hook command can inherit it
         self.stats = LatencyStats()
         t0 = time.monotonic()
@@ -185,9 +225,13 @@ class WakeServer:
             signal.SIGHUP, lambda: log.warning("SIGHUP: serve does not reload its config; restart it")
         )
         uri = self.config.serve.uri
-        if self._shared is None:
+        if self._handoff is None:
             check_unix_path(uri)
-        server = AsyncServer.from_uri(uri) if self._shared is None else SharedSocket(self._shared)
+        server = (
+            AsyncServer.from_uri(uri)
+            if self._handoff is None
+            else HandedConnections(self._handoff, self._stop.set)
+        )
         try:
             await server.start(lambda reader, writer: Connection(self, reader, writer))
         except OSError as e:
@@ -205,7 +249,7 @@ class WakeServer:
             self.model_load_s,
         )
         # a worker tells its parent where its /metrics are (systemd ignores a field it does not know)
-        where = [f"KWS_METRICS={self.metrics.url}"] if self._shared and self.metrics else []
+        where = [f"KWS_METRICS={self.metrics.url}"] if self._handoff and self.metrics else []
         self.notifier.send("READY=1", f"STATUS={self._status()}", *where)
         watchdog = asyncio.create_task(self._watchdog()) if self.notifier.watchdog_s else None
         try:

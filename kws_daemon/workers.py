@@ -1,10 +1,11 @@
 """`serve --workers N`: N serve processes on one listening socket, supervised as systemd supervises one.
 
-The parent binds serve.uri, one SO_REUSEPORT socket per worker slot, and hands slot i's to worker i:
-the kernel spreads new connections evenly over the slots (one shared socket would give nearly all of
-them to whichever process wakes first), and because the parent holds every socket, a worker being
-restarted leaves its connections waiting in the backlog, never refused. (A unix socket cannot be
-reused so: its workers share one.)
+The parent listens on serve.uri, accepts, and hands each connection (its file descriptor, over a
+socketpair) to the ready worker with the fewest open streams; a worker sends a byte back for each
+stream that ends. Least connections, as HAProxy balances machines: SO_REUSEPORT's hash of the
+address split 48 satellites 21/27, and the fuller worker falls behind first. A worker being
+restarted gets nothing: its clients reconnect to the others, and with none ready connections wait
+in the backlog, never refused.
 Each worker is a `kws-daemon serve` process whose NOTIFY_SOCKET is the parent's, so it reports READY,
 STATUS and WATCHDOG pings exactly as it would to systemd (plus where its /metrics are). The parent
 says READY to systemd once every worker is ready and pings systemd's watchdog while its own loop
@@ -51,18 +52,8 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def listen(uri: str, count: int) -> list[socket.socket]:
-    """serve.uri's listening sockets, bound by the parent for the workers' slots."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "tcp":
-        # the port must be free: with SO_REUSEPORT it would join another server's group unasked
-        _bind(uri, reuse_port=False).close()
-        return [_bind(uri) for _ in range(count)]
-    return [_bind(uri)] * count
-
-
-def _bind(uri: str, reuse_port: bool = True) -> socket.socket:
-    """The unix socket, or one TCP socket of the port's SO_REUSEPORT group."""
+def listen(uri: str) -> socket.socket:
+    """serve.uri's listening socket, the parent's."""
     parsed = urlparse(uri)
     try:
         if parsed.scheme == "unix":
@@ -74,9 +65,7 @@ def _bind(uri: str, reuse_port: bool = True) -> socket.socket:
         else:
             assert parsed.hostname is not None and parsed.port is not None  # config.wyoming_uri checked
             family = socket.AF_INET6 if ":" in parsed.hostname else socket.AF_INET
-            sock = socket.create_server(
-                (parsed.hostname, parsed.port), family=family, backlog=1024, reuse_port=reuse_port
-            )
+            sock = socket.create_server((parsed.hostname, parsed.port), family=family, backlog=1024)
     except OSError as e:
         raise KwsError(f"serve.uri {uri}: cannot listen ({e.strerror or e})") from None
     sock.setblocking(False)
@@ -116,7 +105,9 @@ class Worker:
     index: int
     proc: asyncio.subprocess.Process
     notify: socket.socket
+    handoff: socket.socket  # the parent's end of the pair that carries connections over
     started: float
+    streams: int = 0  # handed over and not yet ended
     ready: bool = False
     last_ping: float = 0.0
     status: str = ""
@@ -135,7 +126,8 @@ class WorkerPool:
         self.watchdog_s = config.serve.worker_watchdog_s
         self.workers: dict[int, Worker] = {}
         self.restarts = 0
-        self._socks = listen(config.serve.uri, workers)
+        self._listening = listen(config.serve.uri)
+        self._waiting: list[socket.socket] = []  # accepted while no worker was ready
         self._dir = Path(tempfile.mkdtemp(prefix="kws-serve-workers-"))
         self._stop: asyncio.Event | None = None
         self._reloading = False
@@ -147,7 +139,7 @@ class WorkerPool:
         try:
             return asyncio.run(self._main())
         finally:
-            for sock in set(self._socks):
+            for sock in [self._listening, *self._waiting]:
                 sock.close()
             shutil.rmtree(self._dir, ignore_errors=True)
             uri = urlparse(self.config.serve.uri)
@@ -180,11 +172,13 @@ class WorkerPool:
             zeroconf = await announce(self.config)
         if self.metrics is not None:
             self.metrics.start()
+        loop.add_reader(self._listening.fileno(), self._accept)
         log.info("serving %s with %d workers (pids %s)", self.config.serve.uri, self.count, self._pids())
         self.notifier.send("READY=1", f"STATUS={self._status()}")
         try:
             await self._supervise()
         finally:
+            loop.remove_reader(self._listening.fileno())
             self.notifier.send("STOPPING=1", "STATUS=stopping")
             if zeroconf is not None:
                 await zeroconf.async_close()
@@ -237,7 +231,7 @@ class WorkerPool:
 
     async def _restart(self, old: Worker) -> None:
         await old.proc.wait()
-        self._close_notify(old)
+        self._close_sockets(old)
         await asyncio.sleep(1.0 if old.ready else 5.0)  # one that never got ready may fail again
         if self._stop is not None and self._stop.is_set():
             return
@@ -284,12 +278,70 @@ class WorkerPool:
         env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC=str(int(self.watchdog_s * 1e6)))
         env.pop("WATCHDOG_PID", None)
         env.pop("LISTEN_FDS", None)
-        fd = self._socks[index].fileno()
+        handoff, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        handoff.setblocking(False)
+        fd = theirs.fileno()
         command = [sys.executable, "-m", "kws_daemon", *self.argv, "--worker", f"{index}:{fd}"]
-        proc = await asyncio.create_subprocess_exec(*command, env=env, pass_fds=(fd,))
-        worker = Worker(index, proc, notify, started=time.monotonic(), last_ping=time.monotonic())
-        asyncio.get_running_loop().add_reader(notify.fileno(), self._notified, worker)
+        try:
+            proc = await asyncio.create_subprocess_exec(*command, env=env, pass_fds=(fd,))
+        finally:
+            theirs.close()
+        now = time.monotonic()
+        worker = Worker(index, proc, notify, handoff, started=now, last_ping=now)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(notify.fileno(), self._notified, worker)
+        loop.add_reader(handoff.fileno(), self._ended, worker)
         return worker
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of file descriptors, say: the connection waits in the backlog
+                log.warning("serve: cannot accept a connection: %s", e)
+                return
+            self._waiting.append(conn)
+            self._hand_waiting()
+
+    def _hand_waiting(self) -> None:
+        """Each waiting connection to the ready worker with the fewest streams."""
+        while self._waiting:
+            ready = [w for w in self.workers.values() if w.ready and not w.retired]
+            for worker in sorted(ready, key=lambda w: (w.streams, w.index)):
+                if worker.handoff.fileno() < 0:
+                    continue
+                try:
+                    socket.send_fds(worker.handoff, [b"c"], [self._waiting[0].fileno()])
+                    break
+                except BlockingIOError:  # its end is full: hung, which its watchdog will tell
+                    continue
+                except OSError:  # exited: the supervisor replaces it
+                    self._close_handoff(worker)
+            else:
+                return  # none takes it now: handed over when a worker is ready
+            worker.streams += 1
+            self._waiting.pop(0).close()  # the worker has its own descriptor of it
+
+    def _ended(self, worker: Worker) -> None:
+        """A byte from a worker for each of its streams that ended."""
+        while True:
+            try:
+                message = worker.handoff.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message:  # the worker is gone
+                self._close_handoff(worker)
+                return
+            worker.streams -= len(message)
+
+    def _close_handoff(self, worker: Worker) -> None:
+        if worker.handoff.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(worker.handoff.fileno())
+            worker.handoff.close()
 
     def _notified(self, worker: Worker) -> None:
         try:
@@ -302,6 +354,7 @@ class WorkerPool:
             if key == "READY" and value == "1":
                 worker.ready = True
                 worker.ready_event.set()
+                self._hand_waiting()
             elif key == "STATUS":
                 worker.status = value
             elif key == "KWS_METRICS":
@@ -326,9 +379,10 @@ class WorkerPool:
                 log.warning("worker %d (pid %d) did not stop; killing it", worker.index, worker.proc.pid)
                 worker.proc.kill()
                 await worker.proc.wait()
-        self._close_notify(worker)
+        self._close_sockets(worker)
 
-    def _close_notify(self, worker: Worker) -> None:
+    def _close_sockets(self, worker: Worker) -> None:
+        self._close_handoff(worker)
         if worker.notify.fileno() < 0:
             return
         asyncio.get_running_loop().remove_reader(worker.notify.fileno())

@@ -61,7 +61,7 @@ def test_streams_spread_over_the_workers_and_all_are_decided(tmp_path: Path) -> 
         assert _streams(server.port, 12) == [DEMO] * 12
         accepted = _accepted(server)
         assert set(accepted) == {"0", "1"} and sum(accepted.values()) == 12
-        assert min(accepted.values()) >= 2, accepted  # SO_REUSEPORT spreads them (one shared socket did not)
+        assert min(accepted.values()) >= 2, accepted
         deadline = time.monotonic() + 10  # the jsonl hook writes on its own thread
         while server.events.read_text().count("\n") < 48:
             assert time.monotonic() < deadline, server.events.read_text()
@@ -78,6 +78,54 @@ def test_streams_spread_over_the_workers_and_all_are_decided(tmp_path: Path) -> 
     assert "stopped 2 workers" in log and "Traceback" not in log
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
+
+
+def _open_streams(server: Server) -> dict[str, int]:
+    text = server.metrics()
+    return {w: int(n) for w, n in re.findall(r'kws_wyoming_streams\{worker="(\d+)"\} (\d+)', text)}
+
+
+def test_each_connection_goes_to_the_worker_with_the_fewest_streams(tmp_path: Path) -> None:
+    """Least connections, as HAProxy balances: whichever connections end, new ones refill the
+    emptiest worker (a hash of the client's address would not)."""
+    server = Server(tmp_path, serve="workers: 3")
+
+    async def scenario() -> tuple[dict[str, int], dict[str, int]]:
+        clients = []
+
+        async def connect() -> None:
+            client = AsyncTcpClient("127.0.0.1", server.port)
+            await client.connect()
+            await client.write_event(Describe().event())
+            await read_until(client, "info")
+            clients.append(client)
+
+        async def settled(total: int) -> dict[str, int]:
+            deadline = time.monotonic() + 10
+            while sum((counts := _open_streams(server)).values()) != total:
+                assert time.monotonic() < deadline, counts
+                await asyncio.sleep(0.05)
+            return counts
+
+        for _ in range(9):
+            await connect()
+        spread = await settled(9)
+        for client in clients[1:7]:  # 6 of them, whichever workers they are on
+            await client.disconnect()
+        await settled(3)
+        for _ in range(6):
+            await connect()
+        refilled = await settled(9)
+        for client in [clients[0], *clients[7:]]:
+            await client.disconnect()
+        return spread, refilled
+
+    try:
+        spread, refilled = run(scenario())
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    assert spread == {"0": 3, "1": 3, "2": 3}
+    assert refilled == {"0": 3, "1": 3, "2": 3}
 
 
 def test_a_hung_worker_is_killed_and_started_again(tmp_path: Path) -> None:
