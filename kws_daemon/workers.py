@@ -299,11 +299,18 @@ class WorkerPool:
                 conn, _ = self._listening.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # out of file descriptors, say: the connection waits in the backlog
-                log.warning("serve: cannot accept a connection: %s", e)
+            except OSError as e:  # out of file descriptors, say: connections wait in the backlog
+                log.warning("serve: cannot accept connections for a second: %s", e)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(self._listening.fileno())
+                loop.call_later(1.0, self._listen_again)
                 return
             self._waiting.append(conn)
             self._hand_waiting()
+
+    def _listen_again(self) -> None:
+        if self._stop is not None and not self._stop.is_set():
+            asyncio.get_running_loop().add_reader(self._listening.fileno(), self._accept)
 
     def _hand_waiting(self) -> None:
         """Each waiting connection to the ready worker with the fewest streams."""
