@@ -65,6 +65,7 @@ def test_empty_config_gives_defaults() -> None:
         ("detector: {threshold: 1.5}", "detector.threshold: must be a number from 0 to 1 (got 1.5)"),
         ("detector: {hop_ms: 105}", "must be multiples of 10"),
         ("audio: {realtime: yes}", "audio.realtime: must be true or false (got 'yes')"),
+        ("serve: {batch: sometimes}", "serve.batch: must be true, false or auto (got 'sometimes')"),
         ("hooks: [{mqtt: x}]", "hooks[0]: unknown hook type 'mqtt'; use one of command, webhook, jsonl"),
         ("hooks: [{command: a, jsonl: b}]", "hooks[0]: give exactly one of command, webhook, jsonl (got 2)"),
         ("hooks: [{webhook: 'file:///etc/passwd'}]", "hooks[0].webhook: must be an http:// or https:// URL"),
@@ -83,6 +84,12 @@ def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
         load(_write(tmp_path, text))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "batch"), [("auto", None), (True, True), (False, False)])
+def test_serve_batch_is_true_false_or_auto(value: str | bool, batch: bool | None) -> None:
+    assert parse({"serve": {"batch": value}}).serve.batch is batch
+    assert Config().serve.batch is None  # auto: batched for an AST, inline for an embedding head
 
 
 def test_keyword_not_in_model(tmp_path: Path) -> None:
