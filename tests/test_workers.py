@@ -128,6 +128,39 @@ def test_each_connection_goes_to_the_worker_with_the_fewest_streams(tmp_path: Pa
     assert refilled == {"0": 3, "1": 3, "2": 3}
 
 
+def test_a_parent_out_of_descriptors_pauses_accepting_and_loses_no_client(tmp_path: Path) -> None:
+    """The parent's descriptor limit lowered to what it holds: accept fails (EMFILE) and the
+    connections wait in the backlog; once it is raised again every client is answered."""
+    import resource
+
+    server = Server(tmp_path, serve="workers: 2")
+    try:
+        _pids(server)
+        held = len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+        limits = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (held, limits[1]))
+
+        async def describe(delay: float) -> str:
+            async with AsyncTcpClient("127.0.0.1", server.port) as client:
+                await asyncio.sleep(delay)
+                await client.write_event(Describe().event())
+                (event,) = await read_until(client, "info")
+                return Info.from_event(event).wake[0].name
+
+        async def clients() -> list[str]:
+            pending = [asyncio.ensure_future(describe(i * 0.01)) for i in range(5)]
+            await asyncio.sleep(2.0)
+            assert not any(task.done() for task in pending)  # none accepted, none refused
+            resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, limits)
+            return list(await asyncio.gather(*pending))
+
+        assert run(clients()) == ["kws-daemon"] * 5
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    log = server.log.read_text()
+    assert 1 <= log.count("cannot accept connections for a second") <= 4, log  # paused, not spinning
+
+
 def test_a_hung_worker_is_killed_and_started_again(tmp_path: Path) -> None:
     """SIGSTOP freezes a worker as a deadlock would: its watchdog pings stop, the parent kills it,
     and the streams that come after are decided by the workers that remain and the new one."""
