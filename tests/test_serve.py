@@ -361,6 +361,8 @@ def test_bench_serve_streams_in_real_time_and_times_detections(tmp_path: Path) -
     assert run["streams"] == 2 and not run["batched"] and run["realtime"]  # the default model: inline
     assert run["timed_detections"] >= 2  # a command per stream, timed from its voiced end
     assert 0 < run["latency_ms"]["p50"] < 1000
+    # each detection matched in the unloaded reference run: the server's own delay, well under 1 s
+    assert 0 <= run["server_delay_ms"]["p50"] <= run["server_delay_ms"]["max"] < 1000
     assert "word end -> detection" in result.stdout.decode()
 
 
