@@ -3,9 +3,10 @@
 Both connection patterns work: Home Assistant opens a connection per pipeline run (`detect`,
 `audio-start`, chunks, `audio-stop`); a satellite keeps one open, sends `detect` and then only
 `audio-chunk`s, and sends `detect` again after each run. Each stream has its own WakeStream (VAD,
-features, spotter); the streams' pipelines run on worker threads and, with serve.batch, their windows
-meet in one onnxruntime call (kws_daemon.batching). The asyncio loop only reads, writes and routes:
-detections go back to the client, to the hooks and to /metrics.
+features, spotter). Unbatched, a stream's chunks are decided on the asyncio loop itself, one core per
+process (`--workers` adds processes); batched, the streams' pipelines run on threads and their windows
+meet in one onnxruntime call (kws_daemon.batching). Detections go back to the client, to the hooks
+(their own threads) and to /metrics.
 
 A client is not trusted: every length is checked before it is read, a connection that breaks the
 protocol or sends nothing for serve.idle_timeout_s is closed with a log line, and a client that does
