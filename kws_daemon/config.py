@@ -318,8 +318,10 @@ def _bool(key: str, value: Any) -> bool:
 
 
 def _bool_or_auto(key: str, value: Any) -> bool | None:
-    if value == "auto" or isinstance(value, bool):
-        return None if value == "auto" else value
+    if value == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
     raise ConfigError(f"{key}: must be true, false or auto (got {value!r})")
 
 

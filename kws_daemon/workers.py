@@ -115,6 +115,11 @@ class Worker:
     retired: bool = False  # dead or killed: being replaced, not supervised any more
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def takes_connections(self) -> bool:
+        """Ready, supervised, and its end of the handoff pair still open (closed: it exited)."""
+        return self.ready and not self.retired and self.handoff.fileno() >= 0
+
 
 class WorkerPool:
     def __init__(self, config: Config, argv: list[str], workers: int) -> None:
@@ -315,10 +320,8 @@ class WorkerPool:
     def _hand_waiting(self) -> None:
         """Each waiting connection to the ready worker with the fewest streams."""
         while self._waiting:
-            ready = [w for w in self.workers.values() if w.ready and not w.retired]
+            ready = [w for w in self.workers.values() if w.takes_connections]
             for worker in sorted(ready, key=lambda w: (w.streams, w.index)):
-                if worker.handoff.fileno() < 0:
-                    continue
                 try:
                     socket.send_fds(worker.handoff, [b"c"], [self._waiting[0].fileno()])
                     break
