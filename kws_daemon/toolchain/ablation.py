@@ -39,8 +39,11 @@ class Ablation:
         x = np.concatenate([p.x for p in parts])
         y = np.concatenate([p.y for p in parts])
         origin = np.concatenate([p.origin for p in parts])
-        keep = ~np.char.startswith(origin.astype(str), self.drop_origins) if self.drop_origins else None
-        return FeatureSet(x[keep], y[keep], origin[keep]) if keep is not None else FeatureSet(x, y, origin)
+        soft = np.concatenate([p.soft for p in parts]) if all(p.soft is not None for p in parts) else None
+        if not self.drop_origins:
+            return FeatureSet(x, y, origin, soft)
+        keep = ~np.char.startswith(origin.astype(str), self.drop_origins)
+        return FeatureSet(x[keep], y[keep], origin[keep], None if soft is None else soft[keep])
 
 
 ABLATIONS = {

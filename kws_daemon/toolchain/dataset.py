@@ -547,14 +547,16 @@ class FeatureSet:
     x: np.ndarray  # [n, 98, 128] float16 log-mel (not normalised), or [n, 9, 96] embeddings
     y: np.ndarray  # [n] int64
     origin: np.ndarray  # [n] str
+    soft: np.ndarray | None = None  # [n, labels] a teacher's logits, when one scored the windows
 
     def save(self, path: Path) -> None:
-        np.savez(path, x=self.x, y=self.y, origin=self.origin)
+        extra = {} if self.soft is None else {"soft": self.soft}
+        np.savez(path, x=self.x, y=self.y, origin=self.origin, **extra)
 
     @classmethod
     def load(cls, path: Path) -> FeatureSet:
         data = np.load(path)
-        return cls(data["x"], data["y"], data["origin"])
+        return cls(data["x"], data["y"], data["origin"], data.get("soft"))
 
 
 Item = tuple[np.ndarray, int, str]  # float audio in [-1, 1], label, origin
