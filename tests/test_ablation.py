@@ -69,12 +69,18 @@ def test_a_training_set_rebuilt_without_an_augmentation_differs_only_there() -> 
     )
 
 
-def test_ablate_stage_trains_each_run_and_writes_the_table(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+def script_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A training script's workdir, and a data folder that passes its manifest check."""
     work, data = tmp_path / "work", tmp_path / "data"
     work.mkdir()
     data.mkdir()
     (data / "manifest.tsv").write_text("")
+    return work, data
+
+
+def test_ablate_stage_trains_each_run_and_writes_the_table(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    work, data = script_dirs(tmp_path)
     words = ["real:fsdd|nicolas"] * 16 + ["real:sc_v001_vinsis_sample|a"] * 16
     _features(["real:src"] * 200 + ["noise"] * 56, 0).save(work / "train.npz")  # two batches of 128
     _features(["negative:espeak"] * 128, 1).save(work / "negatives.npz")

@@ -12,7 +12,7 @@ import pytest
 
 from kws_daemon.toolchain.dataset import LABELS, FeatureSet, featurise
 from kws_daemon.toolchain.distill import HeadTeacher, loudest_second
-from tests.test_ablation import _tone_corpus
+from tests.test_ablation import _tone_corpus, script_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "models/default"
@@ -44,10 +44,7 @@ def test_each_window_is_paired_with_the_heads_posteriors_on_it() -> None:
 
 def test_data_and_teacher_stages_take_the_heads_posteriors(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    work, data = tmp_path / "work", tmp_path / "data"
-    work.mkdir()
-    data.mkdir()
-    (data / "manifest.tsv").write_text("")
+    work, data = script_dirs(tmp_path)
     with (work / "corpus.pkl").open("wb") as f:  # as train-embedding-model's corpus stage leaves it
         pickle.dump(_tone_corpus(), f)
     negatives = FeatureSet(
