@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_daemon.features import centred
+
 MEL_FRAME = 512  # samples of one mel frame
 MEL_HOP = 160  # 10 ms
 MEL_BINS = 32
@@ -116,13 +118,8 @@ class SpeechEmbedding:
         of a window of the head's length (cut around its middle when longer)."""
         length = self.params.window_samples
         x = samples.astype(np.float32)
-        if len(x) >= length:
-            start = (len(x) - length) // 2
-            x = x[start : start + length]
-        else:
-            before = (length - len(x)) // 2
-            x = np.pad(x, (before, length - len(x) - before))
-        return self.windows(x[None])[0]
+        start = max(0, (len(x) - length) // 2)
+        return self.windows(centred(x[start : start + length], length)[None])[0]
 
 
 class EmbeddingStore:

@@ -26,7 +26,7 @@ from kws_daemon.console import Progress, table, write_json
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream, swept
-from kws_daemon.features import Fbank, in_a_second, int16_to_float
+from kws_daemon.features import Fbank, centred, int16_to_float
 from kws_daemon.model import Model
 from kws_daemon.operating import OperatingPoint, summary
 from kws_daemon.pipeline import RATE
@@ -87,7 +87,7 @@ def _log_mel(model: Model, batch: list[np.ndarray]) -> np.ndarray:
     """An AST's raw log-mel frames for a batch of clips (a short one in a second of silence),
     zero-padded to the longest."""
     fbank = Fbank(model.info.fbank.num_mel_bins)
-    frames = [fbank(int16_to_float(in_a_second(a)))[: model.info.fbank.max_length] for a in batch]
+    frames = [fbank(int16_to_float(centred(a)))[: model.info.fbank.max_length] for a in batch]
     padded = np.zeros((len(frames), max(len(f) for f in frames), fbank.num_mel_bins), dtype=np.float32)
     for j, f in enumerate(frames):  # zeros, as pad_and_normalise would add them anyway
         padded[j, : len(f)] = f

@@ -135,15 +135,16 @@ def pad_and_normalise(frames: np.ndarray, params: FbankParams) -> np.ndarray:
     return (out - np.float32(params.mean)) / np.float32(params.std * 2)
 
 
-def in_a_second(samples: np.ndarray, rate: int = 16000) -> np.ndarray:
-    """A clip shorter than a second, in the middle of a second of silence, as Speech Commands pads
-    its clips and as the daemon hears a word said alone. Left to the log-mel padding (zeros, as
-    ASTFeatureExtractor adds them), a 0.35 s digit ends in 65 frames of a constant that is no
-    silence: the AST that shipped before scored FSDD's digits 26 % that way, 77 % in silence."""
-    if len(samples) >= rate:
+def centred(samples: np.ndarray, length: int = 16000) -> np.ndarray:
+    """A clip shorter than `length` (a second by default) in the middle of that much silence, as
+    Speech Commands pads its clips and as the daemon hears a word said alone; a longer one as it is.
+    Left to the log-mel padding (zeros, as ASTFeatureExtractor adds them), a 0.35 s digit would end
+    in 65 frames of a constant that is no silence: the AST that shipped before scored FSDD's digits
+    26 % that way, 77 % in silence."""
+    if len(samples) >= length:
         return samples
-    before = (rate - len(samples)) // 2
-    return np.pad(samples, (before, rate - len(samples) - before))
+    before = (length - len(samples)) // 2
+    return np.pad(samples, (before, length - len(samples) - before))
 
 
 def int16_to_float(samples: np.ndarray) -> np.ndarray:

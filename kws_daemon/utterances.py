@@ -22,7 +22,7 @@ from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent, threshold_vector
 from kws_daemon.embedding import EmbeddingParams, SpeechEmbedding
 from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
-from kws_daemon.features import Fbank, FbankParams, in_a_second, int16_to_float, pad_and_normalise
+from kws_daemon.features import Fbank, FbankParams, centred, int16_to_float, pad_and_normalise
 from kws_daemon.frontends import (
     ClapInput,
     ClapParams,
@@ -57,7 +57,7 @@ class UtteranceInput:
             return self._embedding.clip(samples)
         if isinstance(self._frontend, FbankParams):
             assert self._fbank is not None
-            return pad_and_normalise(self._fbank(int16_to_float(in_a_second(samples))), self._frontend)
+            return pad_and_normalise(self._fbank(int16_to_float(centred(samples))), self._frontend)
         if self._whisper is not None:
             return self._whisper(samples)
         if self._clap is not None:

@@ -91,11 +91,11 @@ def test_padding_is_zero_before_normalising() -> None:
 
 
 def test_a_short_clip_is_heard_in_a_second_of_silence() -> None:
-    from kws_daemon.features import in_a_second
+    from kws_daemon.features import centred
 
     word = np.full(5600, 1000, np.int16)  # 0.35 s, as FSDD's digits
-    placed = in_a_second(word)
+    placed = centred(word)
     assert len(placed) == 16000 and placed[:5200].max() == 0 and placed[-5200:].max() == 0
     assert placed[5200:10800].min() == 1000
     long = np.ones(20000, np.int16)
-    assert in_a_second(long) is long  # a second or longer: as recorded
+    assert centred(long) is long  # a second or longer: as recorded

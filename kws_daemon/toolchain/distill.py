@@ -8,7 +8,8 @@ the log-mel of its loudest second, where the word is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,7 @@ import numpy as np
 from kws_daemon.embedding import SpeechEmbedding
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.toolchain.dataset import CLIP, LABELS, FeatureSet, Featuriser, Item, featurise
-
-BATCH = 64
+from kws_daemon.toolchain.embedding_data import window_batches
 
 
 def loudest_second(audio: np.ndarray, length: int = CLIP) -> np.ndarray:
@@ -54,33 +54,16 @@ class HeadTeacher:
         loudest second, with the head's log-posteriors as `soft`."""
 
         def run(items: Iterable[Item]) -> FeatureSet:
-            maps: list[FeatureSet] = []
             soft: list[np.ndarray] = []
-            batch: list[Item] = []
 
-            def flush() -> None:
-                windows = np.zeros((len(batch), self.length), np.float32)
-                for i, (audio, _, _) in enumerate(batch):
-                    windows[i, : min(len(audio), self.length)] = audio[: self.length]
-                soft.append(self.log_posteriors(windows))
-                maps.append(
-                    featurise((loudest_second(w), y, o) for w, (_, y, o) in zip(windows, batch, strict=True))
-                )
-                batch.clear()
+            def crops() -> Iterator[Item]:
+                for windows, labels, origins in window_batches(items, self.length):
+                    soft.append(self.log_posteriors(windows))
+                    yield from zip(map(loudest_second, windows), labels, origins, strict=True)
 
-            for item in items:
-                batch.append(item)
-                if len(batch) == BATCH:
-                    flush()
-            if batch:
-                flush()
-            if not maps:
-                return featurise([])
-            return FeatureSet(
-                np.concatenate([m.x for m in maps]),
-                np.concatenate([m.y for m in maps]),
-                np.concatenate([m.origin for m in maps]),
-                soft=np.concatenate(soft),
+            made = featurise(crops())
+            return replace(
+                made, soft=np.concatenate(soft) if soft else np.zeros((0, len(LABELS)), np.float32)
             )
 
         return run

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from kws_daemon.embedding import SpeechEmbedding
 from kws_daemon.errors import KwsError
 from kws_daemon.model import sha256_file
-from kws_daemon.toolchain.dataset import Corpus, FeatureSet, Featuriser, Item
+from kws_daemon.toolchain.dataset import Corpus, FeatureSet, Featuriser, Item, build_corpus
 
 BATCH = 64
 BACKBONE_FILES = ("melspectrogram.onnx", "embedding_model.onnx")
@@ -79,31 +79,55 @@ def copy_backbone(directory: Path) -> dict[str, str]:
     return digests
 
 
+def window_batches(
+    items: Iterable[Item], length: int, size: int = BATCH
+) -> Iterator[tuple[np.ndarray, list[int], list[str]]]:
+    """Items as batches of windows [n, length] (each cut, or padded with silence at its end),
+    with their labels and origins: the backbone runs on a batch at a time."""
+    batch: list[Item] = []
+
+    def windows() -> tuple[np.ndarray, list[int], list[str]]:
+        out = np.zeros((len(batch), length), np.float32)
+        for i, (audio, _, _) in enumerate(batch):
+            out[i, : min(len(audio), length)] = audio[:length]
+        made = out, [y for _, y, _ in batch], [o for _, _, o in batch]
+        batch.clear()
+        return made
+
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield windows()
+    if batch:
+        yield windows()
+
+
 def embedding_featuriser(backbone: SpeechEmbedding) -> Featuriser:
     """A dataset.Featuriser: windows of float audio -> [n, frames, 96] float16 embeddings."""
-    length = backbone.params.window_samples
 
     def featurise(items: Iterable[Item]) -> FeatureSet:
-        xs, ys, origins, batch = [], [], [], []
-
-        def run() -> None:
-            xs.append(backbone.windows(np.stack(batch) * 32768).astype(np.float16))
-            batch.clear()
-
-        for audio, label, origin in items:
-            fitted = np.zeros(length, np.float32)
-            fitted[: min(len(audio), length)] = audio[:length]
-            batch.append(fitted)
-            ys.append(label)
-            origins.append(origin)
-            if len(batch) == BATCH:
-                run()
-        if batch:
-            run()
+        xs, ys, origins = [], [], []
+        for windows, labels, froms in window_batches(items, backbone.params.window_samples):
+            xs.append(backbone.windows(windows * 32768).astype(np.float16))
+            ys += labels
+            origins += froms
         x = np.concatenate(xs) if xs else np.zeros((0, backbone.params.frames, 96), np.float16)
         return FeatureSet(x, np.asarray(ys, dtype=np.int64), np.asarray(origins))
 
     return featurise
+
+
+def cached_corpus(path: Path, real_root: Path, ocean_root: Path, log: Callable[[str], None]) -> Corpus:
+    """The synthesised and loaded clips, kept in `path` (both training scripts write the same file:
+    one synthesis can serve both). Without speech-ocean's manifest, no real running speech."""
+    if path.is_file():
+        return load_corpus(path)
+    ocean = ocean_root if (ocean_root / "manifest.tsv").is_file() else None
+    if ocean is None:
+        log(f"no {ocean_root}/manifest.tsv: training without real running speech")
+    corpus = build_corpus(real_root, ocean)
+    save_pickle(corpus, path)
+    return corpus
 
 
 def save_pickle(what: object, path: Path) -> None:
