@@ -466,7 +466,9 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], Any]:
 
 def _endpointer(data: Any) -> EndpointerConfig:
     section = _Section(
-        data, "endpointer", ("silence_before_ms", "silence_after_ms", "min_word_ms", "max_word_ms")
+        data,
+        "endpointer",
+        ("silence_before_ms", "silence_after_ms", "min_word_ms", "max_word_ms", "quieter_db", "core_db"),
     )
     default = EndpointerConfig()
     config = EndpointerConfig(
@@ -474,6 +476,8 @@ def _endpointer(data: Any) -> EndpointerConfig:
         silence_after_ms=section.get("silence_after_ms", default.silence_after_ms, _int(30, 5000)),
         min_word_ms=section.get("min_word_ms", default.min_word_ms, _int(0, 10000)),
         max_word_ms=section.get("max_word_ms", default.max_word_ms, _int(100, 10000)),
+        quieter_db=section.get("quieter_db", default.quieter_db, _float(0, 100)),
+        core_db=section.get("core_db", default.core_db, _float(0, 100)),
     )
     if config.min_word_ms > config.max_word_ms:
         raise ConfigError("endpointer.min_word_ms: must not exceed endpointer.max_word_ms")

@@ -5,10 +5,18 @@ sentence sits in a voiced stretch that is too long, or that has too little silen
 it never makes a command segment however well the model knows the word. Pauses shorter than
 `silence_after_ms` inside a segment (the closure of "six", a breath) do not end it, and a click
 shorter than `min_word_ms` does not break the silence before the next word.
+
+With the VAD's frame levels, loudness decides two things the VAD's yes/no cannot. Voice far quieter
+than the word (`quieter_db`) does not break the silence before it: room noise the VAD takes for
+speech, dishes or a fan, sits well below a word said to the device, while the words of a sentence
+sit within a few dB of each other. And a word is as long as its frames near its loudest
+(`core_db`): a noise floor the VAD voices around the word lengthens the segment, not the word.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -22,6 +30,8 @@ class EndpointerConfig:
     # itself marks about 100 ms past a word's end as speech, so the audio's pause is longer)
     min_word_ms: int = 120
     max_word_ms: int = 1100
+    quieter_db: float = 10.0  # 100: any voice breaks the silence before a word
+    core_db: float = 20.0  # 100: a word is as long as its segment
 
 
 @dataclass(frozen=True)
@@ -30,10 +40,15 @@ class Segment:
 
     start: int
     end: int
-    silence_before: int  # samples of silence before it (huge for the stream's first segment)
+    silence_before: int  # samples since voice that is not far quieter (huge for the stream's first segment)
+    peak_db: float  # its loudest frame, dBFS
+    word: int  # samples from its first to its last frame within core_db of its loudest
 
     def duration_ms(self, rate: int = 16000) -> float:
         return (self.end - self.start) * 1000 / rate
+
+    def word_ms(self, rate: int = 16000) -> float:
+        return self.word * 1000 / rate
 
     def is_command(self, config: EndpointerConfig, rate: int = 16000, after_command: bool = False) -> bool:
         """About one word long, with silence before it (the silence after is what closed it).
@@ -42,11 +57,12 @@ class Segment:
         running on."""
         return (
             after_command or self.silence_before * 1000 >= config.silence_before_ms * rate
-        ) and config.min_word_ms <= self.duration_ms(rate) <= config.max_word_ms
+        ) and config.min_word_ms <= self.word_ms(rate) <= config.max_word_ms
 
 
 class Endpointer:
-    """Streams VAD decisions (one per frame of `frame_samples`) into closed segments."""
+    """Streams VAD decisions (one per frame of `frame_samples`), with the frames' levels in dBFS
+    where known, into closed segments."""
 
     def __init__(self, config: EndpointerConfig, frame_samples: int, rate: int = 16000) -> None:
         self.config = config
@@ -55,23 +71,29 @@ class Endpointer:
         self._position = 0  # samples decided so far
         self._start: int | None = None  # the open segment's first voiced sample
         self._last_voice = 0  # end of the last voiced frame
-        # end of the last closed segment; the stream's start counts as long silence (a file or a
+        self._levels: list[float] = []  # of the open segment's frames, to its last voiced one
+        # (end, peak dBFS) of the words closed within silence_before_ms; before them, the end of
+        # the last one forgotten. The stream's start counts as long silence (a file or a
         # microphone opened just before the word is no sentence running into it)
-        self._previous_end = -(10**9)
+        self._recent: deque[tuple[int, float]] = deque()
+        self._forgotten = -(10**9)
 
     @property
     def is_open(self) -> bool:
         return self._start is not None
 
-    def __call__(self, decisions: list[bool]) -> list[Segment]:
+    def __call__(self, decisions: list[bool], levels: Sequence[float] | None = None) -> list[Segment]:
         closed = []
-        for speech in decisions:
+        for i, speech in enumerate(decisions):
             self._position += self._frame
+            if speech and self._start is None:
+                self._start, self._levels = self._position - self._frame, []
+            if self._start is None:
+                continue
+            self._levels.append(0.0 if levels is None else levels[i])
             if speech:
-                if self._start is None:
-                    self._start = self._position - self._frame
                 self._last_voice = self._position
-            elif self._start is not None and self._position - self._last_voice >= self._close_after:
+            elif self._position - self._last_voice >= self._close_after:
                 closed.append(self._close())
         return closed
 
@@ -81,8 +103,17 @@ class Endpointer:
 
     def _close(self) -> Segment:
         assert self._start is not None
-        segment = Segment(self._start, self._last_voice, self._start - self._previous_end)
-        if segment.duration_ms(self._rate) >= self.config.min_word_ms:  # a click keeps the silence
-            self._previous_end = self._last_voice
+        start, end, config = self._start, self._last_voice, self.config
+        levels = self._levels[: (end - start) // self._frame]
+        peak = max(levels)
+        near = [i for i, level in enumerate(levels) if level >= peak - config.core_db]
+        word = (near[-1] - near[0] + 1) * self._frame
+        horizon = start - config.silence_before_ms * self._rate // 1000
+        while self._recent and self._recent[0][0] < horizon:
+            self._forgotten = self._recent.popleft()[0]
+        loud = [e for e, p in self._recent if p > peak - config.quieter_db]
+        segment = Segment(start, end, start - max(loud, default=self._forgotten), peak, word)
+        if segment.duration_ms(self._rate) >= config.min_word_ms:  # a click keeps the silence
+            self._recent.append((end, peak))
         self._start = None
         return segment

@@ -65,7 +65,7 @@ class Enroller:
     def __call__(self, samples: np.ndarray) -> list[Take]:
         self._audio = np.concatenate([self._audio, samples])
         self._vad(samples)
-        closed = self._endpointer(self._vad.decisions)
+        closed = self._endpointer(self._vad.decisions, self._vad.levels)
         # a click or a breath shorter than a word is not a take: it is not reported
         takes = [self._take(c) for c in closed if c.duration_ms() >= ENDPOINTER.min_word_ms]
         keep = 10 * RATE  # the last 10 s are enough for any take

@@ -123,7 +123,7 @@ class Commands:
         self._after_heard = False
 
     def __call__(self, vad: VadGate | AlwaysOpen, is_open: bool, n_frames: int, score: Score) -> list[Hit]:
-        self._pending += self.endpointer(getattr(vad, "decisions", []))
+        self._pending += self.endpointer(getattr(vad, "decisions", []), getattr(vad, "levels", None))
         return self._due(n_frames, score, everything=False)
 
     def flush(self, n_frames: int, score: Score) -> list[Hit]:

@@ -84,6 +84,7 @@ class UtterancePipeline:
             silence_after_ms=u.silence_after_ms,
             min_word_ms=u.min_ms,
             max_word_ms=u.max_ms,
+            core_db=100,  # an utterance is as long as its voice, quiet parts and all
         )
         self._endpointer = Endpointer(self._limits, RATE * vad.frame_ms // 1000)
         self._pre_roll = RATE * vad.pre_roll_ms // 1000
@@ -118,7 +119,7 @@ class UtterancePipeline:
         if len(self._audio) > self._keep:
             self._first += len(self._audio) - self._keep
             self._audio = self._audio[-self._keep :]
-        return self._decide(self._endpointer(self._vad.decisions), t_mono, t_wall)
+        return self._decide(self._endpointer(self._vad.decisions, self._vad.levels), t_mono, t_wall)
 
     def _decide(self, segments: list[Segment], t_mono: float, t_wall: float) -> list[KeywordEvent]:
         events = []

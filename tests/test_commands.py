@@ -11,6 +11,7 @@ import pytest
 
 from kws_daemon.audio.block import AudioBlock
 from kws_daemon.audio.sources import read_audio
+from kws_daemon.audio.vad import VadGate
 from kws_daemon.config import (
     Config,
     DetectorConfig,
@@ -20,7 +21,7 @@ from kws_daemon.config import (
     parse,
 )
 from kws_daemon.detector import KeywordEvent
-from kws_daemon.endpointer import Endpointer, EndpointerConfig
+from kws_daemon.endpointer import Endpointer, EndpointerConfig, Segment
 from kws_daemon.errors import ConfigError
 from kws_daemon.model import Model, ModelInfo, default_model_dir
 from kws_daemon.nearmiss import NearMissRecorder
@@ -80,6 +81,54 @@ def test_the_word_after_a_command_needs_no_long_silence() -> None:
     assert second.silence_before == 12 * FRAME  # 360 ms, under silence_before_ms
     assert not second.is_command(config)
     assert second.is_command(config, after_command=True)
+
+
+LEVELS = {".": -70.0, "#": -20.0, "=": -26.0, "+": -35.0}  # silence, a word, speech, room noise
+
+
+def _segments(pattern: str, config: EndpointerConfig) -> list[Segment]:
+    """'#' a word's frame (-20 dBFS), '=' speech 6 dB quieter, '+' voiced noise 15 dB quieter."""
+    return Endpointer(config, FRAME)([c != "." for c in pattern], [LEVELS[c] for c in pattern])
+
+
+@pytest.mark.parametrize(
+    ("before", "quieter_db", "is_command"),
+    [
+        ("+" * 8, 10.0, True),  # a clatter of dishes 15 dB below the word: still silence
+        ("+" * 8, 100.0, False),  # any voice breaks the silence
+        ("=" * 8, 10.0, False),  # speech 6 dB quieter: a sentence running on
+        ("#" * 8, 10.0, False),
+    ],
+)
+def test_voice_far_quieter_than_the_word_keeps_the_silence_before_it(
+    before: str, quieter_db: float, is_command: bool
+) -> None:
+    config = EndpointerConfig(quieter_db=quieter_db)
+    *_, word = _segments("." * 40 + before + "." * 12 + "#" * 12 + "." * 10, config)
+    assert word.peak_db == -20.0
+    assert word.is_command(config) is is_command
+
+
+def test_a_word_is_as_long_as_its_frames_near_its_loudest() -> None:
+    """1.2 s voiced, of which 600 ms within 10 dB of the peak: a word in a noise floor the VAD
+    voiced, at core_db 10; at core_db 20 the noise counts and it is too long."""
+    pattern = "." * 12 + "+" * 10 + "#" * 20 + "+" * 10 + "." * 10
+    (segment,) = _segments(pattern, EndpointerConfig(core_db=10))
+    assert (segment.duration_ms(), segment.word_ms()) == (1200.0, 600.0)
+    assert segment.is_command(EndpointerConfig(core_db=10))
+    (segment,) = _segments(pattern, EndpointerConfig(core_db=20))
+    assert segment.word_ms() == 1200.0
+    assert not segment.is_command(EndpointerConfig(core_db=20))
+
+
+def test_the_vad_reports_each_frame_level_in_dbfs() -> None:
+    t = np.arange(4800) / 16000
+    tone = (3276.8 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)  # -20 dBFS peak: -23 dB power
+    vad = VadGate(3, 30, 0)
+    vad(np.concatenate([np.zeros(4800, np.int16), tone]))
+    assert len(vad.levels) == len(vad.decisions) == 20
+    assert vad.levels[:10] == [-100.0] * 10
+    assert all(abs(level + 23.0) < 0.2 for level in vad.levels[10:])
 
 
 def _run(pipeline: Pipeline, audio: np.ndarray, block: int = 1600) -> list[KeywordEvent]:

@@ -19,8 +19,9 @@ def sweep(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
-def test_a_bad_setting_is_a_one_line_error() -> None:
-    result = sweep("1000/160")
+@pytest.mark.parametrize("setting", ["1000/160", "1000/160/1100/10", "1000/160/1100/ten/20"])
+def test_a_bad_setting_is_a_one_line_error(setting: str) -> None:
+    result = sweep(setting)
     assert result.returncode == 2
     assert "expected BEFORE/AFTER/MAX_WORD in ms" in result.stderr and "Traceback" not in result.stderr
 

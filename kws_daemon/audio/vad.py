@@ -12,6 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def level_db(frame: np.ndarray) -> float:
+    """dBFS of int16 samples (-100 for digital silence)."""
+    power = float(np.mean(frame.astype(np.float32) ** 2)) / 32768**2
+    return 10 * np.log10(power) if power > 1e-10 else -100.0
+
+
 class VadGate:
     def __init__(
         self, aggressiveness: int = 3, frame_ms: int = 30, hangover_ms: int = 500, sample_rate: int = 16000
@@ -29,13 +35,14 @@ class VadGate:
         self.frames = 0
         self.frame_samples = self._frame
         self.decisions: list[bool] = []  # speech or not, per frame classified by the last call
+        self.levels: list[float] = []  # and each frame's level, dBFS (kws_daemon.endpointer)
         self.seen = 0  # samples classified so far (the end of the last decision)
 
     def __call__(self, samples: np.ndarray) -> bool:
         """Classifies the new samples; True while the gate is open at the end of them."""
         self._pending = np.concatenate([self._pending, samples])
         n_frames = len(self._pending) // self._frame
-        self.decisions = []
+        self.decisions, self.levels = [], []
         for i in range(n_frames):
             frame = self._pending[i * self._frame : (i + 1) * self._frame]
             start = self.seen
@@ -43,6 +50,7 @@ class VadGate:
             self.frames += 1
             speech = self._vad.is_speech(frame.tobytes(), self._sample_rate)
             self.decisions.append(speech)
+            self.levels.append(level_db(frame))
             if speech:
                 self.speech_frames += 1
                 if not self._open_at(start):
