@@ -270,6 +270,8 @@ def test_the_windows_scored_do_not_depend_on_the_thresholds(
         ({"sequences": [{"within_ms": 100}]}, r"sequences\[0\]\.words: is required"),
         ({"sequences": [{"words": ["a", "b"], "after": 1}]}, r"sequences\[0\]\.after: unknown key"),
         ({"endpointer": {"min_word_ms": 900, "max_word_ms": 800}}, r"endpointer\.min_word_ms"),
+        ({"endpointer": {"quieter_db": -3}}, r"endpointer\.quieter_db: must be a number from 0 to 100"),
+        ({"endpointer": {"core_db": "loud"}}, r"endpointer\.core_db: must be a number from 0 to 100"),
         (
             {"sequences": [{"words": ["marvin", "on"]}, {"words": ["marvin", "on"]}]},
             r"sequences: 'marvin\+on' is listed more than once",
@@ -281,6 +283,12 @@ def test_the_windows_scored_do_not_depend_on_the_thresholds(
 def test_config_mistakes_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(data)
+
+
+def test_the_level_rules_are_read_from_the_config() -> None:
+    config = parse({"endpointer": {"quieter_db": 6, "core_db": 100}})
+    assert (config.endpointer.quieter_db, config.endpointer.core_db) == (6.0, 100.0)
+    assert (parse({}).endpointer.quieter_db, parse({}).endpointer.core_db) == (10.0, 20.0)
 
 
 def test_unknown_sequence_words_are_reported_against_the_model() -> None:
