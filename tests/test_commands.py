@@ -288,7 +288,7 @@ def test_config_mistakes_name_the_key(data: dict, message: str) -> None:
 def test_the_level_rules_are_read_from_the_config() -> None:
     config = parse({"endpointer": {"quieter_db": 6, "core_db": 100}})
     assert (config.endpointer.quieter_db, config.endpointer.core_db) == (6.0, 100.0)
-    assert (parse({}).endpointer.quieter_db, parse({}).endpointer.core_db) == (10.0, 20.0)
+    assert (parse({}).endpointer.quieter_db, parse({}).endpointer.core_db) == (100.0, 20.0)
 
 
 def test_unknown_sequence_words_are_reported_against_the_model() -> None:

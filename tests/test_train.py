@@ -24,6 +24,31 @@ def test_score_stream_matches_events_to_placements() -> None:
     assert score.missed_labels == ["no", "up"] and score.false_reject_rate == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize(
+    ("calibrated", "ships"),
+    [
+        ((0.24, 9.8), True),  # worse than 0.5 in misses, better than 0.8, what applies without them
+        ((0.33, 9.8), True),  # within 2 points of 0.8's misses
+        ((0.35, 9.8), False),
+        ((0.24, 11.0), False),  # more false accepts than 0.8
+    ],
+)
+def test_calibrated_thresholds_ship_when_they_beat_the_default(calibrated: tuple, ships: bool) -> None:
+    from kws_daemon.toolchain.evaluation import shipped_thresholds
+
+    def point(threshold: float, miss: float, fa: float) -> dict:
+        return {"threshold": threshold, "miss_rate": miss, "false_accepts_per_hour": fa}
+
+    report = {
+        "calibrated": {"half_B": point(0.0, *calibrated)},
+        "det_half_B": [point(0.5, 0.17, 15.4), point(0.8, 0.318, 9.82)],
+        "calibration": {},
+    }
+    thresholds = {"yes": 0.62}
+    assert shipped_thresholds(report, thresholds, log=lambda _: None) == (thresholds if ships else {})
+    assert report["calibration"]["shipped"] is ships
+
+
 def test_hard_negative_sentences_hold_no_keyword_nor_a_soundalike() -> None:
     from kws_daemon.toolchain.dataset import NEGATIVE_SENTENCES, held_out_sentences
     from kws_daemon.toolchain.labels import SPEECH_COMMANDS_V2

@@ -244,25 +244,30 @@ def mode_report(
 
 
 def shipped_thresholds(
-    report: dict[str, Any],
-    calibrated: dict[str, float],
-    log: Callable[[str], None] = print,
-    against: float = DEFAULT_THRESHOLD,
+    report: dict[str, Any], calibrated: dict[str, float], log: Callable[[str], None] = print
 ) -> dict[str, float]:
-    """The calibrated thresholds, if on half B they do at least as well as one threshold (`against`)
-    for every word (no more false accepts, at most 2 points more misses); else none, so the default
-    applies. A few minutes of calibration speech can overfit, and then they are not shipped."""
+    """The calibrated thresholds, if on half B they do at least as well as what applies without
+    them, one threshold of DEFAULT_THRESHOLD for every word (no more false accepts, at most 2
+    points more misses); else none. A few minutes of calibration speech can overfit, and then
+    they are not shipped."""
     ours = report["calibrated"]["half_B"]
-    default = next(r for r in report["det_half_B"] if r["threshold"] == against)
+    default = next(r for r in report["det_half_B"] if r["threshold"] == DEFAULT_THRESHOLD)
     ok = (
         ours["false_accepts_per_hour"] <= default["false_accepts_per_hour"]
         and ours["miss_rate"] <= default["miss_rate"] + 0.02
     )
     report["calibration"]["shipped"] = ok
-    report["calibration"]["compared_with"] = against
     if not ok:
-        log(f"evaluate: calibrated thresholds ({ours}) lose to {against} ({default}): not shipped")
+        log(f"evaluate: calibrated thresholds ({ours}) lose to {DEFAULT_THRESHOLD} ({default}): not shipped")
     return calibrated if ok else {}
+
+
+def shipped_point(report: dict[str, Any]) -> dict[str, Any]:
+    """A mode's operating point on half B as shipped: its calibrated thresholds', or one threshold
+    of DEFAULT_THRESHOLD for every word when those do not ship."""
+    if report["calibration"].get("shipped", True):
+        return dict(report["calibrated"]["half_B"])
+    return next(r for r in report["det_half_B"] if r["threshold"] == DEFAULT_THRESHOLD)
 
 
 def held_out_noise(real_root: Path) -> list[np.ndarray]:
@@ -285,11 +290,16 @@ def streams(
     return positives, negatives
 
 
+SPEECH_DRAWS = 3
+
+
 def real_streams(
     real_root: Path, ocean_root: Path | None, noise: list[np.ndarray], seed: int, max_commands: int = 800
 ) -> tuple[dict[str, tuple[np.ndarray, list[Placement]]], dict[str, np.ndarray]]:
     """The held-out streams of real recordings only: commands and running speech, halves A and B,
-    over `noise` (held_out_noise)."""
+    over `noise` (held_out_noise). The held-out speech is 0.25 h a half, where one false accept is 4
+    an hour, and one draw of its pauses, levels and noise decides little (three draws gave 5.9 to
+    15.8 an hour at one threshold): each half plays it SPEECH_DRAWS times, each its own draw."""
     clips = [c for c in real_clips(real_root) if c.split in ("test", "xval")]
     utterances: list[tuple[str, str, np.ndarray]] = []
     if ocean_root is not None:
@@ -300,8 +310,11 @@ def real_streams(
         f"commands_{h}": command_stream([c for c in clips if half(c.speaker) == h], noise, seed + ord(h))
         for h in "AB"
     }
+    said = {h: [a for spk, _, a in utterances if half(spk) == h] for h in "AB"}
     negatives = {
-        f"speech_{h}": speech_stream([a for spk, _, a in utterances if half(spk) == h], noise, seed + ord(h))
+        f"speech_{h}": np.concatenate(
+            [speech_stream(said[h], noise, seed + ord(h) + 1000 * d) for d in range(SPEECH_DRAWS)]
+        )
         for h in "AB"
     }
     return positives, negatives
@@ -354,7 +367,7 @@ def evaluate_model_dir(
     thresholds = {}
     for mode in KEYWORD_MODES:
         results[mode], calibrated = mode_report(model, mode, positives, negatives, log, floor_default)
-        thresholds[mode] = shipped_thresholds(results[mode], calibrated, log, floor_default)
+        thresholds[mode] = shipped_thresholds(results[mode], calibrated, log)
     results["latency_ms_1_thread"] = inference_latency_ms(model)
     results["summary"] = {
         "cross_source_accuracy": results["xval"]["cross_source"],
@@ -362,11 +375,7 @@ def evaluate_model_dir(
         "xval_background_top1": results["xval"]["background_top1"],
         "test_accuracy": results["test"]["accuracy"],
         "noise_windows_accepted": results["noise_windows"]["accepted"],
-        **{
-            f"{mode}_{k}": v
-            for mode in KEYWORD_MODES
-            for k, v in results[mode]["calibrated"]["half_B"].items()
-        },
+        **{f"{mode}_{k}": v for mode in KEYWORD_MODES for k, v in shipped_point(results[mode]).items()},
         "inference_ms_p50": results["latency_ms_1_thread"]["p50"],
         "model_bytes": (model_dir / "model.onnx").stat().st_size,
     }
@@ -448,13 +457,12 @@ def _mode_section(mode: str, ev: dict[str, Any]) -> str:
         f"{_pct(op['miss_rate'])} misses, {_pct(op['wrong_keyword_rate'])} wrong keyword, "
         f"{op['false_accepts_per_hour']} false accepts per hour"
     )
-    against = report["calibration"].get("compared_with", DEFAULT_THRESHOLD)
     if report["calibration"].get("shipped", True):
         shipped = f"Shipped: per-keyword thresholds calibrated on half A; on half B **{calibrated}**."
     else:
         shipped = (
             f"Per-keyword thresholds calibrated on half A gave {calibrated} on half B, worse than "
-            f"{against} for every word, so none ship. Shipped (the default config, "
+            f"{DEFAULT_THRESHOLD} for every word, so none ship. Shipped (the default config, "
             f"{DEFAULT_THRESHOLD}): **{_pct(default['miss_rate'])} misses**, "
             f"{_pct(default['wrong_keyword_rate'])} wrong keyword, "
             f"**{default['false_accepts_per_hour']} false accepts per hour** of real running speech."
