@@ -31,8 +31,8 @@ class EndpointerConfig:
     # itself marks about 100 ms past a word's end as speech, so the audio's pause is longer)
     min_word_ms: int = 120
     max_word_ms: int = 1100
-    # 100 (off): any voice breaks the silence before a word. 10 won back 2-5 points of misses in
-    # room noise but let in a fifth more false accepts (docs/benchmarks.md): opt in for a kitchen
+    # 100 (off): any voice breaks the silence before a word. 10 won back 1-3 points of misses in
+    # room noise and let in 3 more false accepts in 1.52 h of speech (docs/benchmarks.md): opt in
     quieter_db: float = 100.0
     core_db: float = 20.0  # 100: a word is as long as its segment
 

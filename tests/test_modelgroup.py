@@ -27,9 +27,9 @@ def _renamed(tmp: Path, prefix: str) -> Path:
     config["label2id"] = {label: int(i) for i, label in config["id2label"].items()}
     (out / "config.json").write_text(json.dumps(config))
     kws_json = json.loads((out / "kws.json").read_text())
+    tables = kws_json["thresholds"] | {"commands": {"yes": 0.61}}  # the default may ship none
     kws_json["thresholds"] = {
-        mode: {prefix + word: t for word, t in table.items()}
-        for mode, table in kws_json["thresholds"].items()
+        mode: {prefix + word: t for word, t in table.items()} for mode, table in tables.items()
     }
     (out / "kws.json").write_text(json.dumps(kws_json))
     return out
@@ -41,7 +41,7 @@ def test_a_group_scores_each_keyword_as_its_own_model_does(tmp_path: Path) -> No
     group = ModelGroup([default, copy])
     words = default.keyword_labels
     assert group.info.labels == (*words, *("x_" + w for w in words), "_background_")
-    assert group.info.thresholds("commands")["x_yes"] == default.thresholds("commands")["yes"]
+    assert group.info.thresholds("commands")["x_yes"] == 0.61  # each member's own table, renamed
     windows = np.random.default_rng(0).standard_normal((4, *group.window_shape)).astype(np.float32)
     alone = Model(default)(windows)
     scored = group(windows)

@@ -251,7 +251,7 @@ def shipped_thresholds(
     points more misses); else none. A few minutes of calibration speech can overfit, and then
     they are not shipped."""
     ours = report["calibrated"]["half_B"]
-    default = next(r for r in report["det_half_B"] if r["threshold"] == DEFAULT_THRESHOLD)
+    default = _default_point(report)
     ok = (
         ours["false_accepts_per_hour"] <= default["false_accepts_per_hour"]
         and ours["miss_rate"] <= default["miss_rate"] + 0.02
@@ -267,6 +267,11 @@ def shipped_point(report: dict[str, Any]) -> dict[str, Any]:
     of DEFAULT_THRESHOLD for every word when those do not ship."""
     if report["calibration"].get("shipped", True):
         return dict(report["calibrated"]["half_B"])
+    return _default_point(report)
+
+
+def _default_point(report: dict[str, Any]) -> dict[str, Any]:
+    """Half B with DEFAULT_THRESHOLD for every word: what applies where no threshold ships."""
     return next(r for r in report["det_half_B"] if r["threshold"] == DEFAULT_THRESHOLD)
 
 
@@ -452,7 +457,7 @@ def _mode_section(mode: str, ev: dict[str, Any]) -> str:
     report = ev[mode]
     op = report["calibrated"]["half_B"]
     s = report["summary_half_B"]
-    default = next(r for r in report["det_half_B"] if r["threshold"] == DEFAULT_THRESHOLD)
+    default = _default_point(report)
     calibrated = (
         f"{_pct(op['miss_rate'])} misses, {_pct(op['wrong_keyword_rate'])} wrong keyword, "
         f"{op['false_accepts_per_hour']} false accepts per hour"
