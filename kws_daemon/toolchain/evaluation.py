@@ -631,7 +631,8 @@ Per word:
 Commands spoken alone, 2 s apart, over a steady bed of held-out room noise 20 dB below their average
 level (each command's own SNR about 10-30 dB): {streams_["commands"]}
 clips of the xval and test speakers, split in halves A and B by speaker. Real running speech: the
-held-out speech-ocean speakers' sentences (keyword or not) with 0.3-1.5 s pauses, halves A and B
+held-out speech-ocean speakers' sentences (keyword or not) with 0.3-1.5 s pauses, played
+{SPEECH_DRAWS} times, each with its own pauses, levels and noise, halves A and B
 ({streams_["hours"]} hours). Every detection on running speech counts as a false accept.
 
 {_mode_section("commands", ev)}
