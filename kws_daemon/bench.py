@@ -40,7 +40,7 @@ from kws_daemon.detector import KeywordEvent
 from kws_daemon.errors import KwsError
 from kws_daemon.hooks import HookDispatcher
 from kws_daemon.machine import Contention, machine
-from kws_daemon.metrics import LatencyStats
+from kws_daemon.metrics import LatencyStats, distribution
 from kws_daemon.model import Model
 from kws_daemon.modes import make_pipeline
 from kws_daemon.pipeline import RATE
@@ -161,13 +161,6 @@ def stage_table(stats: LatencyStats) -> dict[str, dict[str, float]]:
     return out
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "count": 0}
-    p50, p95, p99 = (float(v) for v in np.percentile(values, (50, 95, 99)))
-    return {"p50": p50, "p95": p95, "p99": p99, "count": len(values)}
-
-
 class _Timed:
     """Runs blocks through a pipeline and its hooks, attributing CPU and wall time to gate states.
 
@@ -252,7 +245,7 @@ def fast_pass(config: Config, model: Model, path: Path, seconds: float) -> dict[
         "gate_open_share": split.gate_open_share(),
         "windows": timed.pipeline.counters.windows,
         "events": timed.events,
-        "decision_ms": _percentiles(timed.decision_ms),
+        "decision_ms": distribution(timed.decision_ms),
         "stages": {
             k: v for k, v in stage_table(timed.stats).items() if not k.startswith(("keyword", "hook"))
         },

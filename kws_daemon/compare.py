@@ -29,6 +29,7 @@ import numpy as np
 from kws_daemon.config import DetectorConfig
 from kws_daemon.console import Progress
 from kws_daemon.errors import KwsError
+from kws_daemon.metrics import distribution
 from kws_daemon.model import Model
 from kws_daemon.pipeline import RATE
 
@@ -80,14 +81,13 @@ def _measure(
         progress.advance(advance)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     progress.close()
-    p50, p95, p99 = (float(v) for v in np.percentile(times, (50, 95, 99)))
     return {
         "cpu_s": cpu,
         "wall_s": wall,
         "cpu_per_audio_s": cpu / audio_s,
         "real_time_factor": wall / audio_s,
         "decisions": len(times),
-        "decision_ms": {"p50": p50, "p95": p95, "p99": p99, "count": len(times)},
+        "decision_ms": distribution(times),
     }
 
 

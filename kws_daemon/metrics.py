@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -12,6 +13,15 @@ import numpy as np
 
 # Upper bounds of the histogram buckets, from sub-0.1 ms stages (VAD) to multi-second hook runs.
 BUCKETS_MS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def distribution(ms: Sequence[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of a sample of times in ms (to the µs) and its size: the one shape
+    every benchmark reports. NaN when it is empty, which write_json writes as null."""
+    if not len(ms):
+        return dict.fromkeys(("p50", "p95", "p99", "max"), float("nan")) | {"count": 0}
+    p50, p95, p99 = (round(float(v), 3) for v in np.percentile(ms, (50, 95, 99)))
+    return {"p50": p50, "p95": p95, "p99": p99, "max": round(float(max(ms)), 3), "count": len(ms)}
 
 
 @dataclass(frozen=True)

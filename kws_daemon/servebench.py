@@ -35,7 +35,7 @@ from kws_daemon.config import Config, parse
 from kws_daemon.console import table, write_json
 from kws_daemon.errors import KwsError
 from kws_daemon.machine import Contention, machine
-from kws_daemon.metrics import LatencyStats
+from kws_daemon.metrics import LatencyStats, distribution
 from kws_daemon.model import Model
 from kws_daemon.modelgroup import load_group, load_info
 from kws_daemon.wakestream import WakeStream
@@ -242,21 +242,11 @@ def run_count(
         "client_cpu_s": round(client, 2),  # the streams' senders, on the same machine
         "detections": sum(r.detections for r in results),
         "timed_detections": len(latencies),
-        "latency_ms": _spread(latencies),
-        "server_delay_ms": _spread(delays),
+        "latency_ms": distribution(latencies),
+        "server_delay_ms": distribution(delays),
         "max_backlog_s": round(backlog, 3),
         "realtime": bool(backlog <= BACKLOG_S and max(delays, default=0.0) <= LATE_S * 1000),
         "other_cores_busy": None if others is None else round(others, 2),
-    }
-
-
-def _spread(ms: list[float]) -> dict[str, float | None]:
-    if not ms:
-        return {"p50": None, "p95": None, "max": None}
-    return {
-        "p50": round(float(np.percentile(ms, 50)), 1),
-        "p95": round(float(np.percentile(ms, 95)), 1),
-        "max": round(max(ms), 1),
     }
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from kws_daemon.config import ConfigError, MetricsConfig, parse
+from kws_daemon.console import write_json
 from kws_daemon.errors import KwsError
-from kws_daemon.metrics import BUCKETS_MS, Latency
+from kws_daemon.metrics import BUCKETS_MS, Latency, distribution
 from kws_daemon.prometheus import CONTENT_TYPE, Exposition, MetricsServer
 
 
@@ -31,6 +35,15 @@ def test_latency_buckets_are_cumulative_with_le_semantics() -> None:
     assert list(h.cumulative) == sorted(h.cumulative)
     # the percentiles keep the most recent `capacity` values, the buckets everything
     assert latency.percentiles((50,)) == (3.0,)
+
+
+def test_distribution_of_a_sample_and_of_none(tmp_path: Path) -> None:
+    spread = distribution([float(ms) for ms in range(1, 101)])
+    assert spread == {"p50": 50.5, "p95": 95.05, "p99": 99.01, "max": 100.0, "count": 100}
+    empty = distribution([])
+    assert empty["count"] == 0 and all(math.isnan(empty[k]) for k in ("p50", "p95", "p99", "max"))
+    write_json(tmp_path / "out.json", {"empty": empty})  # JSON has no NaN: null
+    assert json.loads((tmp_path / "out.json").read_text())["empty"]["p95"] is None
 
 
 def test_exposition_text() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from kws_daemon.config import DEFAULT_THRESHOLD, KEYWORD_MODES, Config, DetectorConfig, KeywordConfig
 from kws_daemon.detector import KeywordEvent
 from kws_daemon.evaluate import Placement, clip_posteriors, replay_runs, score_stream, swept
+from kws_daemon.metrics import distribution
 from kws_daemon.model import Model, ModelInfo
 from kws_daemon.operating import SWEEP as THRESHOLDS
 from kws_daemon.operating import OperatingPoint, calibrate, summary
@@ -336,10 +337,7 @@ def inference_latency_ms(model: Model, n: int = 300) -> dict[str, float]:
         t0 = time.perf_counter()
         model(window)
         times.append((time.perf_counter() - t0) * 1000)
-    return {
-        "p50": round(float(np.percentile(times, 50)), 3),
-        "p95": round(float(np.percentile(times, 95)), 3),
-    }
+    return distribution(times)
 
 
 def evaluate_model_dir(

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from kws_daemon.metrics import distribution
+
 
 def session(path: Path, threads: int = 1) -> Any:
     """An onnxruntime session with kws_daemon.model.Model's options."""
@@ -44,7 +46,4 @@ def latency_ms(
         start = time.perf_counter()
         runner.run(["logits"], feed)
         times.append((time.perf_counter() - start) * 1000)
-    return {
-        "p50": round(float(np.percentile(times, 50)), 2),
-        "p95": round(float(np.percentile(times, 95)), 2),
-    }
+    return distribution(times)
