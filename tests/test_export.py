@@ -61,6 +61,23 @@ def _assert_refused(code: int, errors: list[str], output: Path, *fragments: str)
     )
 
 
+def test_a_staged_model_directory_replaces_the_old_one_only_when_whole(tmp_path: Path) -> None:
+    from kws_daemon.toolchain.export import staged
+
+    output = tmp_path / "model"
+    output.mkdir()
+    (output / "kws.json").write_text("old")
+    with pytest.raises(RuntimeError), staged(output) as staging:
+        (staging / "kws.json").write_text("half")
+        raise RuntimeError("a check failed")
+    assert (output / "kws.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
+    with staged(output) as staging:
+        (staging / "kws.json").write_text("new")
+    assert (output / "kws.json").read_text() == "new" and oct(output.stat().st_mode & 0o777) == "0o755"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def _demo_windows(params: FbankParams) -> np.ndarray:
     """Half-second hops over demo.wav (espeak words in pink noise), through the daemon's front end."""
     samples, _ = read_audio(DEMO_WAV)

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +70,42 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def pretrained(source: str | Path, what: str, *loaders: Callable[[str], Any]) -> list[Any]:
+    """What each loader makes of `source` (a checkpoint directory or hub id), with transformers'
+    progress bar and log lines silenced. transformers, huggingface_hub and safetensors each raise
+    their own types: any failure is one KwsError line."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on stderr
+    try:
+        with quiet("transformers", "huggingface_hub"):
+            return [load(str(source)) for load in loaders]
+    except Exception as e:
+        raise KwsError(f"{source}: cannot load the {what}: {_first_line(e)}") from None
+
+
+def refuse_existing(output: Path, force: bool) -> None:
+    if output.exists() and not force:
+        raise KwsError(f"{output} exists; use --force to replace it")
+
+
+@contextmanager
+def staged(output: Path) -> Iterator[Path]:
+    """A fresh folder beside `output` to write the model directory into. It replaces `output` only
+    when the block ends without an error (every check passed), and is removed whatever happens: a
+    failed export leaves the old directory as it was."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the daemon may run as another user
+    try:
+        yield staging
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def load_checkpoint(source: str | Path) -> tuple[Any, Any]:
     """An audio-classification model and its AST feature extractor, from a local directory or hub id."""
     path = Path(source)
@@ -76,18 +114,13 @@ def load_checkpoint(source: str | Path) -> tuple[Any, Any]:
         if missing:
             raise KwsError(f"{source}: not a checkpoint directory ({', '.join(missing)} missing)")
     from transformers import AutoFeatureExtractor
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on stderr
-    try:
-        with quiet("transformers", "huggingface_hub"), warnings.catch_warnings():
-            # the extractor's own mel filter bank (not the one we use) warns about 128 bins
-            warnings.filterwarnings("ignore", "At least one mel filter has all zero values")
-            model, loading = _load_model(source)
-            extractor = AutoFeatureExtractor.from_pretrained(str(source))
-    except Exception as e:  # transformers, huggingface_hub and safetensors each raise their own types
-        what = "checkpoint" if path.exists() else "hub id (and no local directory of that name)"
-        raise KwsError(f"{source}: cannot load the {what}: {_first_line(e)}") from None
+    what = "checkpoint" if path.exists() else "hub id (and no local directory of that name)"
+    with warnings.catch_warnings():
+        # the extractor's own mel filter bank (not the one we use) warns about 128 bins
+        warnings.filterwarnings("ignore", "At least one mel filter has all zero values")
+        loaded = pretrained(source, what, _load_model, AutoFeatureExtractor.from_pretrained)
+    (model, loading), extractor = loaded
     missing = sorted(loading["missing_keys"])
     if missing:
         raise KwsError(
@@ -325,8 +358,7 @@ def write_model_dir(
         raise KwsError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE_CHOICES)}")
     if quantize == "int8-static" and inputs is None and calibration is None:
         raise KwsError("--quantize int8-static needs --calibration AUDIO_DIR (recordings to calibrate on)")
-    if output.exists() and not force:
-        raise KwsError(f"{output} exists; use --force to replace it")
+    refuse_existing(output, force)
     recordings = audio_files(calibration) if calibration is not None and inputs is None else []
     steps = Steps(6 if quantize == "none" else 8)
     with steps.step(f"loading {source}"):
@@ -344,10 +376,7 @@ def write_model_dir(
     run = _Run(output, force, {"source": str(source), "quantize": quantize, "parity_data": data}, steps)
     if quantize != "none":
         run.report["method"] = METHODS[quantize]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the daemon may run as another user
-    try:
+    with staged(output) as staging:
         fp32, final = staging / "fp32.onnx", staging / "model.onnx"
         evaluate = windows
         final_logits = _fp32(run, model, params, windows, fp32)
@@ -364,11 +393,6 @@ def write_model_dir(
         _write_metadata(staging, model, extractor, run.report, provenance, card, window_ms, hop_ms)
         with steps.step("loading the directory as the daemon does"):
             _check_daemon_loads(staging, evaluate[:4], final_logits[:4])
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return run.report
 
 

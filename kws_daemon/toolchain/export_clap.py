@@ -10,8 +10,6 @@ therefore the pipeline's `logits_per_audio`, and their softmax its scores. New p
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import numpy as np
 from kws_daemon.errors import KwsError
 from kws_daemon.frontends import ClapInput, ClapParams
 from kws_daemon.model import Model, ModelInfo, frontend_of, sha256_file
-from kws_daemon.toolchain.export import _provenance, _Run, credits
+from kws_daemon.toolchain.export import _provenance, _Run, credits, pretrained, refuse_existing, staged
 from kws_daemon.toolchain.export_classifier import onnx_stages
 from kws_daemon.toolchain.progress import Steps, quiet
 from kws_daemon.toolchain.windows import audio_files, recorded_audio
@@ -67,7 +65,6 @@ def write_clap_model_dir(
 ) -> dict[str, Any]:
     import torch
     from transformers import AutoProcessor, ClapModel
-    from transformers.utils import logging as hf_logging
 
     output = Path(output)
     if (
@@ -82,17 +79,13 @@ def write_clap_model_dir(
         raise KwsError(f"--template {template!r}: must hold {{}} where the prompt goes")
     if quantize not in ("int8", "none"):
         raise KwsError(f"--quantize {quantize}: a CLAP model takes int8 or none")
-    if output.exists() and not force:
-        raise KwsError(f"{output} exists; use --force to replace it")
+    refuse_existing(output, force)
     steps = Steps(6 if quantize == "none" else 7)
-    hf_logging.disable_progress_bar()
     with steps.step(f"loading {source}"):
-        try:
-            with quiet("transformers", "huggingface_hub"):
-                model = ClapModel.from_pretrained(str(source)).eval()
-                processor = AutoProcessor.from_pretrained(str(source))
-        except Exception as e:  # transformers and huggingface_hub raise their own types
-            raise KwsError(f"{source}: cannot load the CLAP checkpoint: {str(e).splitlines()[0]}") from None
+        model, processor = pretrained(
+            source, "CLAP checkpoint", ClapModel.from_pretrained, AutoProcessor.from_pretrained
+        )
+    model.eval()
     extractor = processor.feature_extractor
     if type(extractor).__name__ != "ClapFeatureExtractor" or int(extractor.sampling_rate) != 48000:
         raise KwsError(f"{source}: needs a 48 kHz ClapFeatureExtractor (got {type(extractor).__name__})")
@@ -126,10 +119,7 @@ def write_clap_model_dir(
         "parity_data": data,
     }
     run = _Run(output, force, report, steps)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)
-    try:
+    with staged(output) as staging:
         with torch.no_grad():  # eager first: tracing HTSAT changes its window sizes in place
             expected = np.concatenate([scores(torch.from_numpy(x[None])).numpy() for x in inputs])
         final = onnx_stages(
@@ -163,11 +153,6 @@ def write_clap_model_dir(
         with steps.step("loading the directory as the daemon does"):
             if Model(ModelInfo.load(staging)).info.kind != "clap":
                 raise KwsError(f"{staging}: the daemon does not load it as a CLAP model")
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

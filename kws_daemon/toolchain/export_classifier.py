@@ -11,8 +11,6 @@ per window. Parity: torch vs ONNX fp32 on every parity utterance, int8 top-1 agr
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,6 +30,9 @@ from kws_daemon.toolchain.export import (
     _provenance,
     _Run,
     credits,
+    pretrained,
+    refuse_existing,
+    staged,
 )
 from kws_daemon.toolchain.measure import latency_ms, onnx_logits
 from kws_daemon.toolchain.progress import Steps, quiet
@@ -177,22 +178,20 @@ def write_classifier_model_dir(
     returns the parity report."""
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-    from transformers.utils import logging as hf_logging
 
     output = Path(output)
     if quantize not in ("int8", "none"):
         raise KwsError(f"--quantize {quantize}: a {family.kind} model takes int8 or none")
-    if output.exists() and not force:
-        raise KwsError(f"{output} exists; use --force to replace it")
+    refuse_existing(output, force)
     steps = Steps(5 if quantize == "none" else 6)
-    hf_logging.disable_progress_bar()
     with steps.step(f"loading {source}"):
-        try:
-            with quiet("transformers", "huggingface_hub"):
-                model = AutoModelForAudioClassification.from_pretrained(str(source)).eval()
-                extractor = AutoFeatureExtractor.from_pretrained(str(source))
-        except Exception as e:  # transformers and huggingface_hub raise their own types
-            raise KwsError(f"{source}: cannot load the checkpoint: {str(e).splitlines()[0]}") from None
+        model, extractor = pretrained(
+            source,
+            "checkpoint",
+            AutoModelForAudioClassification.from_pretrained,
+            AutoFeatureExtractor.from_pretrained,
+        )
+    model.eval()
     if type(extractor).__name__ != family.extractor or int(extractor.sampling_rate) != 16000:
         raise KwsError(f"{source}: needs a 16 kHz {family.extractor} (got {type(extractor).__name__})")
     to_input = UtteranceInput(frontend_of(Path(str(source)), extractor.to_dict(), {}))
@@ -205,10 +204,7 @@ def write_classifier_model_dir(
         "parity_data": data,
     }
     run = _Run(output, force, report, steps)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)
-    try:
+    with staged(output) as staging:
         with torch.no_grad():
             expected = np.concatenate([model(torch.from_numpy(x[None])).logits.numpy() for x in inputs])
         noise = np.random.default_rng(0).integers(-3000, 3000, 32000).astype(np.int16)
@@ -241,9 +237,4 @@ def write_classifier_model_dir(
             loaded = Model(ModelInfo.load(staging))
             if loaded.info.kind != family.kind:
                 raise KwsError(f"{staging}: the daemon does not load it as a {family.kind} model")
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report

@@ -19,6 +19,7 @@ import numpy as np
 from kws_daemon.errors import KwsError
 from kws_daemon.model import EMBEDDING_EXTRACTOR, Model, ModelInfo, sha256_file
 from kws_daemon.toolchain.embedding_data import ATTRIBUTION, copy_backbone
+from kws_daemon.toolchain.export import staged
 from kws_daemon.toolchain.heads import export_head
 from kws_daemon.toolchain.perwindow import rewrite
 from kws_daemon.toolchain.quantize import quantize_dynamic_int8
@@ -66,55 +67,51 @@ def write_embedding_model_dir(
             raise KwsError(
                 f"int8 head agrees with fp32 on {agreement:.1%} of windows (< {min_agreement:.0%})"
             )
-        staging = directory.with_name(directory.name + ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copyfile(int8, staging / "model.onnx")
-    digests = copy_backbone(staging)
-    (staging / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "speech-embedding-head",
-                "architecture": provenance.get("head", {}),
-                "id2label": {str(i): label for i, label in enumerate(labels)},
-                "label2id": {label: i for i, label in enumerate(labels)},
-            },
-            indent=2,
-        )
-    )
-    (staging / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "feature_extractor_type": EMBEDDING_EXTRACTOR,
-                "sampling_rate": 16000,
-                "embedding_frames": frames,
-                "melspectrogram": "melspectrogram.onnx",
-                "embedding_model": "embedding_model.onnx",
-                "sha256": digests,
-            },
-            indent=2,
-        )
-    )
-    measured = {
-        "int8_top1_agreement": round(agreement, 4),
-        "int8_max_abs_logit_diff": round(float(np.abs(a - b).max()), 4),
-        "parity_windows": len(windows),
-    }
-    kws = {
-        "sha256": sha256_file(staging / "model.onnx"),
-        "window_ms": (frames - 1) * 80 + 782,
-        "hop_ms": HOP_MS,
-        "command_tail_ms": COMMAND_TAIL_MS,
-        "command_windows": COMMAND_WINDOWS,
-        "labels": list(labels),
-        "attribution": ATTRIBUTION,
-        "licence": "model.onnx: MIT (kws-daemon); melspectrogram.onnx, embedding_model.onnx: "
-        "Apache-2.0 (NOTICE)",
-        "export": measured,
-        "provenance": provenance,
-    }
-    (staging / "kws.json").write_text(json.dumps(kws, indent=2))
-    Model(ModelInfo.load(staging))  # the daemon's own loader must take it
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
+        with staged(directory) as staging:
+            shutil.copyfile(int8, staging / "model.onnx")
+            digests = copy_backbone(staging)
+            (staging / "config.json").write_text(
+                json.dumps(
+                    {
+                        "model_type": "speech-embedding-head",
+                        "architecture": provenance.get("head", {}),
+                        "id2label": {str(i): label for i, label in enumerate(labels)},
+                        "label2id": {label: i for i, label in enumerate(labels)},
+                    },
+                    indent=2,
+                )
+            )
+            (staging / "preprocessor_config.json").write_text(
+                json.dumps(
+                    {
+                        "feature_extractor_type": EMBEDDING_EXTRACTOR,
+                        "sampling_rate": 16000,
+                        "embedding_frames": frames,
+                        "melspectrogram": "melspectrogram.onnx",
+                        "embedding_model": "embedding_model.onnx",
+                        "sha256": digests,
+                    },
+                    indent=2,
+                )
+            )
+            measured = {
+                "int8_top1_agreement": round(agreement, 4),
+                "int8_max_abs_logit_diff": round(float(np.abs(a - b).max()), 4),
+                "parity_windows": len(windows),
+            }
+            kws = {
+                "sha256": sha256_file(staging / "model.onnx"),
+                "window_ms": (frames - 1) * 80 + 782,
+                "hop_ms": HOP_MS,
+                "command_tail_ms": COMMAND_TAIL_MS,
+                "command_windows": COMMAND_WINDOWS,
+                "labels": list(labels),
+                "attribution": ATTRIBUTION,
+                "licence": "model.onnx: MIT (kws-daemon); melspectrogram.onnx, embedding_model.onnx: "
+                "Apache-2.0 (NOTICE)",
+                "export": measured,
+                "provenance": provenance,
+            }
+            (staging / "kws.json").write_text(json.dumps(kws, indent=2))
+            Model(ModelInfo.load(staging))  # the daemon's own loader must take it
     return measured
