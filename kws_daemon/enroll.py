@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_daemon.audio.level import level_dbfs
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.audio.vad import VadGate
 from kws_daemon.audio.voicing import voiced_runs
@@ -88,7 +89,7 @@ class Enroller:
 
 
 def _meter(samples: np.ndarray) -> str:
-    level = 20 * np.log10(np.sqrt(np.mean(samples.astype(np.float64) ** 2)) / 32768 + 1e-9)
+    level = level_dbfs(samples)
     bar = "#" * int(np.clip((level + 60) / 2, 0, 30))
     return f"\r  level [{bar:.<30}] {level:5.0f} dBFS"
 

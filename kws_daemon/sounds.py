@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from kws_daemon.audio.block import AudioBlock
+from kws_daemon.audio.level import level_dbfs
 from kws_daemon.audio.resample import Resampler
 from kws_daemon.config import Config
 from kws_daemon.detector import KeywordEvent, threshold_vector
@@ -23,14 +24,6 @@ from kws_daemon.frontends import ClapInput, ClapParams
 from kws_daemon.metrics import LatencyStats
 from kws_daemon.model import Model, is_background_label
 from kws_daemon.pipeline import PipelineCounters
-
-
-def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level of int16 samples, in dB below full scale."""
-    if not len(samples):
-        return -120.0
-    rms = np.sqrt(np.mean((samples.astype(np.float64) / 32768) ** 2))
-    return float(20 * np.log10(max(rms, 1e-6)))
 
 
 class SoundPipeline:

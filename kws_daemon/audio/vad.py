@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def level_db(frame: np.ndarray) -> float:
-    """dBFS of int16 samples (-100 for digital silence)."""
-    power = float(np.mean(frame.astype(np.float32) ** 2)) / 32768**2
-    return 10 * np.log10(power) if power > 1e-10 else -100.0
+from kws_daemon.audio.level import level_dbfs
 
 
 class VadGate:
@@ -50,7 +46,7 @@ class VadGate:
             self.frames += 1
             speech = self._vad.is_speech(frame.tobytes(), self._sample_rate)
             self.decisions.append(speech)
-            self.levels.append(level_db(frame))
+            self.levels.append(level_dbfs(frame))
             if speech:
                 self.speech_frames += 1
                 if not self._open_at(start):
